@@ -1,0 +1,1 @@
+//! The Compendium client library (filled in by the client issue).

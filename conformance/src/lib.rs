@@ -1,0 +1,1 @@
+//! The Compendium conformance suite (filled in by the conformance issue).

@@ -1,0 +1,110 @@
+//! Message types and validation for the Compendium WebSocket relay protocol.
+//!
+//! The protocol is defined by a JSON Schema (`schema/message.schema.json` in the
+//! compendium-wss repository, copied into this crate as [`SCHEMA_JSON`]); the [`Message`]
+//! enum is generated from it by `cargo xtask codegen`, and [`Message::parse`] validates
+//! every message against it before building the Rust value. See `docs/protocol.md` for the
+//! normative rules the numbers in these docs refer to.
+//!
+//! ```
+//! use compendium_messages::{Message, Payload};
+//!
+//! let text = r#"{"type":"ROUTE","EpheWssAddr":"00112233445566778899aabbccddeeff","msg":{"hi":1}}"#;
+//! let Message::Route { ephe_wss_addr, msg } = Message::parse(text)? else { unreachable!() };
+//! assert_eq!(msg.as_str(), r#"{"hi":1}"#); // the sender's bytes, untouched
+//! let deliver = Message::deliver(msg).to_json();
+//! assert_eq!(deliver, r#"{"type":"DELIVER","msg":{"hi":1}}"#);
+//!
+//! let err = Message::parse(r#"{"type":"ROUTE","msg":{}}"#).unwrap_err();
+//! assert_eq!(err.to_string(), r#"/EpheWssAddr: "EpheWssAddr" is a required property"#);
+//! # Ok::<(), compendium_messages::ParseError>(())
+//! ```
+
+mod address;
+mod error;
+// Formatted by prettyplease inside `cargo xtask codegen` (its version is pinned by
+// Cargo.lock); rustfmt must not reformat it, or `codegen --check` would see drift.
+#[rustfmt::skip]
+mod generated;
+mod parse;
+mod payload;
+mod raw;
+mod schema;
+
+pub use address::{Address, AddressError};
+pub use error::{ParseError, Violation};
+pub use generated::Message;
+pub use payload::{Payload, PayloadError};
+pub use schema::SCHEMA_JSON;
+
+/// The `errCode` values the protocol defines (rule 2.6).
+pub mod codes {
+    /// The message was not valid; `errMsg` says what is wrong (rule 3.7).
+    pub const INVALID_MESSAGE: u16 = 400;
+    /// No live connection holds the target address (rule 3.6).
+    pub const NOT_FOUND: u16 = 404;
+    /// The sender exceeded the relay's message rate (rule 3.9).
+    pub const RATE_LIMITED: u16 = 429;
+    /// The target cannot accept more messages now; nothing was delivered (rule 3.8).
+    pub const UNAVAILABLE: u16 = 503;
+}
+
+impl Message {
+    /// `{"type":"INIT"}`: ask the relay for an address.
+    #[must_use]
+    pub fn init() -> Self {
+        Self::Init
+    }
+
+    /// `{"type":"INITRESP","EpheWssAddr":...}`: the relay's answer to INIT.
+    #[must_use]
+    pub fn init_resp(address: Address) -> Self {
+        Self::Initresp {
+            ephe_wss_addr: address,
+        }
+    }
+
+    /// `{"type":"ROUTE","EpheWssAddr":...,"msg":...}`: send `msg` to `to`.
+    #[must_use]
+    pub fn route(to: Address, msg: Payload) -> Self {
+        Self::Route {
+            ephe_wss_addr: to,
+            msg,
+        }
+    }
+
+    /// `{"type":"DELIVER","msg":...}`: a payload arriving at its target.
+    #[must_use]
+    pub fn deliver(msg: Payload) -> Self {
+        Self::Deliver { msg }
+    }
+
+    /// `{"type":"ERR","errCode":...,"errMsg":...}`; see [`codes`].
+    #[must_use]
+    pub fn err(code: u16, message: impl Into<String>) -> Self {
+        Self::Err {
+            err_code: code,
+            err_msg: message.into(),
+        }
+    }
+
+    /// The wire value of this message's `type` member.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Init => "INIT",
+            Self::Initresp { .. } => "INITRESP",
+            Self::Route { .. } => "ROUTE",
+            Self::Deliver { .. } => "DELIVER",
+            Self::Err { .. } => "ERR",
+        }
+    }
+
+    /// The message's wire form: compact JSON, `type` first, `msg` written exactly as held.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Cannot fail: every map key is a string, there are no floats, and a Payload is
+        // already valid JSON.
+        serde_json::to_string(self).expect("messages always serialize")
+    }
+}

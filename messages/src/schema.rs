@@ -1,0 +1,163 @@
+//! The embedded protocol schema, compiled once into one validator per message type.
+//!
+//! The schema's root is a `oneOf` of five objects told apart by `type`. Validating against
+//! the `oneOf` reports a single useless error ("not valid under any of the schemas"), so we
+//! pick the arm by `type` and validate against that arm alone: for a message whose `type`
+//! names an arm, that arm accepts exactly when the `oneOf` does (the other arms' `const`
+//! rejects it), and its errors name the offending member.
+
+use std::sync::LazyLock;
+
+use jsonschema::Validator;
+use serde_json::{Map, Value};
+
+/// The schema text, as generated into this crate by `cargo xtask codegen` from
+/// `schema/message.schema.json` (the copy makes the crate build when vendored alone).
+pub const SCHEMA_JSON: &str = include_str!("../schema/message.schema.json");
+
+/// Validation data for one message type.
+pub(crate) struct Arm {
+    /// The wire value of `type`.
+    pub(crate) type_name: String,
+    /// Validates a whole message of this type.
+    pub(crate) validator: Validator,
+    /// Members the schema allows, in schema order (for error messages).
+    pub(crate) members: Vec<String>,
+    /// Members whose schema only says "a JSON object" (a `$ref` to a definition with no
+    /// other constraint): validation never looks inside them, so the parser hands the
+    /// validator `{}` in their place instead of decoding a possibly large object.
+    pub(crate) opaque: Vec<String>,
+}
+
+pub(crate) struct Schemas {
+    pub(crate) arms: Vec<Arm>,
+}
+
+impl Schemas {
+    pub(crate) fn arm(&self, type_name: &str) -> Option<&Arm> {
+        self.arms.iter().find(|a| a.type_name == type_name)
+    }
+
+    /// "INIT", "INITRESP", ... for error messages.
+    pub(crate) fn type_names(&self) -> String {
+        let names: Vec<String> = self
+            .arms
+            .iter()
+            .map(|a| format!("{:?}", a.type_name))
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// Compiled on first use and shared by every parse.
+pub(crate) static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
+    // The schema is a constant of this crate, not input: `embedded_schema_compiles` tests
+    // that this succeeds, so it cannot fail at run time.
+    compile(SCHEMA_JSON).expect("the embedded message schema compiles (tested)")
+});
+
+/// Keywords that describe without constraining.
+const ANNOTATIONS: &[&str] = &["title", "description", "$comment", "examples"];
+
+fn compile(text: &str) -> Result<Schemas, String> {
+    let root: Value = serde_json::from_str(text).map_err(|e| format!("schema is not JSON: {e}"))?;
+    let defs = root
+        .get("$defs")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let dialect = root.get("$schema").cloned();
+    let one_of = root
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .ok_or("schema root has no oneOf")?;
+    let mut arms = Vec::with_capacity(one_of.len());
+    for arm in one_of {
+        let props = arm
+            .get("properties")
+            .and_then(Value::as_object)
+            .ok_or("a oneOf arm has no properties")?;
+        let type_name = props
+            .get("type")
+            .and_then(|t| t.get("const"))
+            .and_then(Value::as_str)
+            .ok_or("a oneOf arm has no type const")?
+            .to_owned();
+        let opaque = props
+            .iter()
+            .filter(|(_, schema)| is_opaque_object(schema, &defs))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut doc = arm.as_object().cloned().unwrap_or_default();
+        doc.insert("$defs".into(), defs.clone());
+        if let Some(dialect) = &dialect {
+            doc.insert("$schema".into(), dialect.clone());
+        }
+        let validator = jsonschema::options()
+            .offline()
+            .build(&Value::Object(doc))
+            .map_err(|e| format!("arm {type_name}: {e}"))?;
+        arms.push(Arm {
+            type_name,
+            validator,
+            members: props.keys().cloned().collect(),
+            opaque,
+        });
+    }
+    Ok(Schemas { arms })
+}
+
+/// Whether `schema` is `{"$ref": "#/$defs/X"}` where X only requires "an object".
+fn is_opaque_object(schema: &Value, defs: &Value) -> bool {
+    let Some(target) = schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    else {
+        return false;
+    };
+    if schema.as_object().is_some_and(|o| o.len() != 1) {
+        return false;
+    }
+    let Some(def) = defs.get(target).and_then(Value::as_object) else {
+        return false;
+    };
+    def.get("type").and_then(Value::as_str) == Some("object")
+        && def
+            .keys()
+            .all(|k| k == "type" || ANNOTATIONS.contains(&k.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_schema_compiles() {
+        let schemas = compile(SCHEMA_JSON).expect("compiles");
+        let names: Vec<&str> = schemas.arms.iter().map(|a| a.type_name.as_str()).collect();
+        assert_eq!(names, ["INIT", "INITRESP", "ROUTE", "DELIVER", "ERR"]);
+        assert_eq!(
+            schemas.arm("ROUTE").map(|a| a.opaque.clone()),
+            Some(vec!["msg".to_owned()])
+        );
+        assert_eq!(
+            schemas.arm("DELIVER").map(|a| a.opaque.clone()),
+            Some(vec!["msg".to_owned()])
+        );
+        assert!(schemas.arm("ERR").is_some_and(|a| a.opaque.is_empty()));
+    }
+
+    #[test]
+    fn a_constrained_payload_is_not_opaque() {
+        let defs = serde_json::json!({"P": {"type": "object", "required": ["x"]}});
+        assert!(!is_opaque_object(
+            &serde_json::json!({"$ref": "#/$defs/P"}),
+            &defs
+        ));
+        let defs = serde_json::json!({"P": {"type": "object", "title": "P"}});
+        assert!(is_opaque_object(
+            &serde_json::json!({"$ref": "#/$defs/P"}),
+            &defs
+        ));
+    }
+}

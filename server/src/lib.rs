@@ -1,0 +1,1 @@
+//! The Compendium relay server (filled in by the server issue).

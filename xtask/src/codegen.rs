@@ -1,0 +1,235 @@
+//! `cargo xtask codegen`: Rust types and embedded schema copies, generated from `schema/`.
+//!
+//! Every generator is a pure function from files in the repository to file contents;
+//! [`ensure_file_contents`] then writes or checks them, so `--check` and the drift test see
+//! exactly what a real run would write.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use typify::{TypeSpace, TypeSpaceSettings};
+
+use crate::ensure::{Mode, ensure_file_contents};
+use crate::project_root;
+
+/// One schema turned into one Rust module inside one crate.
+struct Target {
+    /// The schema, relative to the repository root.
+    schema: &'static str,
+    /// Where the generated Rust goes.
+    rust_out: &'static str,
+    /// A folder that mirrors the schema's folder byte for byte (schema and examples), for
+    /// a crate that embeds the schema and tests against the examples: a vendored crate
+    /// cannot read `schema/`, so it carries its own copy.
+    mirror: Option<(&'static str, &'static str)>,
+    /// The manifest of the crate that compiles the generated code: it must list every
+    /// runtime crate the generated code names.
+    manifest: &'static str,
+    /// typify settings: named schema definitions replaced by hand-written types.
+    replacements: &'static [(&'static str, &'static str)],
+}
+
+const TARGETS: &[Target] = &[Target {
+    schema: "schema/message.schema.json",
+    rust_out: "messages/src/generated.rs",
+    mirror: Some(("schema", "messages/schema")),
+    manifest: "messages/Cargo.toml",
+    // `msg` is kept as the sender's raw bytes so a relay forwards it without re-encoding;
+    // the address is a 128-bit `Copy` value so the relay's registry key costs no allocation.
+    // Both hand-written types are proven by tests to accept exactly what the schema does.
+    replacements: &[
+        ("Payload", "crate::Payload"),
+        ("EpheWssAddr", "crate::Address"),
+    ],
+}];
+
+/// Run every generator in `mode`.
+pub(crate) fn run(mode: Mode) -> Result<()> {
+    let root = project_root();
+    let mut stale = Vec::new();
+    for target in TARGETS {
+        let schema_text = fs::read_to_string(root.join(target.schema))
+            .with_context(|| format!("reading {}", target.schema))?;
+        let rust = generate_rust(target, &schema_text)?;
+        check_runtime_deps(&root, target, &rust)?;
+        let mut outputs = vec![(target.rust_out.to_owned(), rust.source)];
+        if let Some((from, to)) = target.mirror {
+            outputs.extend(mirror_files(&root, from, to, mode, &mut stale)?);
+        }
+        for (rel, contents) in outputs {
+            if let Err(err) = ensure_file_contents(mode, &root, &rel, &contents) {
+                stale.push(format!("{err:#}"));
+            }
+        }
+    }
+    if !stale.is_empty() {
+        bail!("{}", stale.join("\n"));
+    }
+    Ok(())
+}
+
+/// The files of `from` as they should appear under `to`; files under `to` with no
+/// counterpart are stale (removed in [`Mode::Write`], reported in [`Mode::Check`]).
+fn mirror_files(
+    root: &Path,
+    from: &str,
+    to: &str,
+    mode: Mode,
+    stale: &mut Vec<String>,
+) -> Result<Vec<(String, String)>> {
+    let wanted = list_files(&root.join(from))?;
+    for rel in list_files(&root.join(to))? {
+        if !wanted.contains(&rel) {
+            let path = format!("{to}/{rel}");
+            match mode {
+                Mode::Write => {
+                    fs::remove_file(root.join(&path)).with_context(|| format!("removing {path}"))?;
+                    eprintln!("removed {path}");
+                }
+                Mode::Check => stale.push(format!(
+                    "{path} has no counterpart in {from}/: run `cargo xtask codegen` and commit the result"
+                )),
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|rel| {
+            let text = fs::read_to_string(root.join(from).join(&rel))
+                .with_context(|| format!("reading {from}/{rel}"))?;
+            Ok((format!("{to}/{rel}"), text))
+        })
+        .collect()
+}
+
+/// Every file below `dir`, as sorted `/`-separated relative paths; none if it is missing.
+fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = match fs::read_dir(&current) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("listing {}", current.display())),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let parts: Vec<_> = rel
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Generated source plus the runtime crates it refers to.
+struct Generated {
+    source: String,
+    needs: Vec<&'static str>,
+}
+
+fn generate_rust(target: &Target, schema_text: &str) -> Result<Generated> {
+    let root_schema: schemars::schema::RootSchema = serde_json::from_str(schema_text)
+        .with_context(|| format!("{} is not a JSON Schema typify can read", target.schema))?;
+
+    let mut settings = TypeSpaceSettings::default();
+    settings
+        .with_struct_builder(false)
+        .with_derive("PartialEq".to_owned());
+    for (name, replacement) in target.replacements {
+        settings.with_replacement(*name, *replacement, std::iter::empty());
+    }
+    let mut space = TypeSpace::new(&settings);
+    space
+        .add_root_schema(root_schema)
+        .with_context(|| format!("generating types from {}", target.schema))?;
+
+    let file: syn::File =
+        syn::parse2(space.to_stream()).context("typify produced unparsable Rust")?;
+    // One blank line between top-level items, so generated diffs read like hand-written ones.
+    let empty = syn::File {
+        items: Vec::new(),
+        ..file.clone()
+    };
+    let body = file
+        .items
+        .into_iter()
+        .map(|item| {
+            prettyplease::unparse(&syn::File {
+                items: vec![item],
+                ..empty.clone()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let source = format!(
+        "// @generated by `cargo xtask codegen` from {schema}; do not edit.\n\
+         #![allow(dead_code, missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]\n\n{body}",
+        schema = target.schema,
+    );
+
+    let mut needs = vec!["serde"];
+    if space.uses_serde_json() {
+        needs.push("serde_json");
+    }
+    if space.uses_regress() {
+        needs.push("regress");
+    }
+    if space.uses_chrono() {
+        needs.push("chrono");
+    }
+    if space.uses_uuid() {
+        needs.push("uuid");
+    }
+    Ok(Generated { source, needs })
+}
+
+/// Fail when the crate that compiles the generated code does not depend on a crate the
+/// generated code uses: typify tells us which (`uses_*`), the manifest must agree.
+fn check_runtime_deps(root: &Path, target: &Target, generated: &Generated) -> Result<()> {
+    let text = fs::read_to_string(root.join(target.manifest))
+        .with_context(|| format!("reading {}", target.manifest))?;
+    let manifest: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", target.manifest))?;
+    let deps = manifest.get("dependencies").and_then(toml::Value::as_table);
+    let missing: Vec<&str> = generated
+        .needs
+        .iter()
+        .copied()
+        .filter(|krate| !deps.is_some_and(|d| d.contains_key(*krate)))
+        .collect();
+    eprintln!(
+        "{}: generated code uses {}",
+        target.rust_out,
+        generated.needs.join(", ")
+    );
+    if !missing.is_empty() {
+        bail!(
+            "{} lacks [dependencies] needed by {}: {}",
+            target.manifest,
+            target.rust_out,
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// rust-analyzer's pattern: plain `cargo test` fails when generated code drifts from
+    /// the schema, naming the file and the command that fixes it.
+    #[test]
+    fn generated_code_is_fresh() {
+        if let Err(err) = super::run(super::Mode::Check) {
+            panic!("{err:#}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Project chores for compendium-wss, run as `cargo xtask <command>`.
+//!
+//! `main` only parses the command line and dispatches; each chore lives in its own module.
+
+mod codegen;
+mod ensure;
+mod vendor;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Project chores for compendium-wss.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate Rust code (and embedded schema copies) from the JSON Schemas in `schema/`.
+    ///
+    /// Writes `messages/src/generated.rs` and `messages/schema/`. With `--check`, writes
+    /// nothing, prints a unified diff of what would change and fails if anything is stale.
+    Codegen {
+        /// Only verify that the generated files are current; exit 1 if not.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Prove `messages/` works vendored alone: copy it outside the repository, depend on
+    /// the copy by path from a throwaway crate, build it and parse a message with it.
+    CheckVendor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Codegen { check } => codegen::run(if check {
+            ensure::Mode::Check
+        } else {
+            ensure::Mode::Write
+        }),
+        Command::CheckVendor => vendor::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root, found from this crate's manifest so that xtask behaves the same
+/// from any working directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
