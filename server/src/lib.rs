@@ -1,1 +1,33 @@
-//! The Compendium relay server (filled in by the server issue).
+//! The Compendium WebSocket relay (docs/protocol.md).
+//!
+//! Clients connect, ask for an ephemeral address (`INIT`), and route JSON objects to each
+//! other's addresses (`ROUTE` → `DELIVER`). The relay validates every message against the
+//! protocol schema, forwards `msg` byte for byte, bounds every queue, and keeps no state
+//! beyond its live connections.
+//!
+//! Layout, after quinn's protocol/IO split:
+//! - `relay` — the rules, with no sockets and no clock: frame in, [`Outcome`](relay) out;
+//! - `registry` — the address → connection map: the seam a multi-node registry replaces;
+//! - `connection` — one task per connection, one `select!`, moving bytes;
+//! - `listener` — accept, TLS, handshake, limits; `server` — bind, run, shut down.
+//!
+//! Embed it with [`Server::bind`] then [`Server::run`]; the `compendium-server` binary is
+//! a thin CLI over the same calls.
+
+mod config;
+mod connection;
+mod error;
+mod listener;
+mod metrics;
+mod rate;
+mod registry;
+mod relay;
+mod server;
+mod tls;
+
+pub use config::{Config, TlsFiles};
+pub use error::Error;
+pub use server::{Handle, Server};
+
+/// The `errMsg` of ERR 404, exactly as the first implementation sent it (rule 3.6).
+pub const NOT_FOUND_TEXT: &str = relay::NOT_FOUND_TEXT;

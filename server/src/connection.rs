@@ -1,0 +1,310 @@
+//! One connection's task: a single `select!` over inbound frames, the outbound queue, the
+//! keepalive timers and shutdown. It moves bytes and asks [`Relay`](crate::relay::Relay)
+//! what they mean; it decides nothing about the protocol itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
+
+use crate::metrics::{CodeLabel, ReasonLabel};
+use crate::registry::{ConnId, Mailbox, Refusal};
+use crate::relay::{Input, Outcome};
+use crate::server::Shared;
+
+/// Frames written per flush when the outbound queue has a backlog: batching saves
+/// syscalls; the bound keeps inbound frames from waiting behind a long backlog.
+const WRITE_BATCH: usize = 64;
+
+/// How long a connection closed for a reason of ours gets to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A connection's bounded outbound queue, as the registry sees it (rule 3.8).
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<String>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Mailbox for Outbox {
+    fn try_push(&self, frame: String) -> Result<(), Refusal> {
+        let len = frame.len();
+        // Reserve first, so concurrent senders cannot all slip under the bound; an empty
+        // queue always takes one frame, so a message that fits the size limit can always
+        // reach a connection that is keeping up.
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(Refusal::Full);
+        }
+        self.tx.try_send(frame).map_err(|err| {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            match err {
+                mpsc::error::TrySendError::Full(_) => Refusal::Full,
+                mpsc::error::TrySendError::Closed(_) => Refusal::Gone,
+            }
+        })
+    }
+}
+
+/// Why a connection ended; logged and counted (`compendium_connections_closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// The client closed (close handshake or clean EOF).
+    ClientClosed,
+    /// The TCP connection broke without a close handshake.
+    Reset,
+    /// Nothing arrived for the idle timeout (rule 4.1); closed with 1001.
+    IdleTimeout,
+    /// A message above the size limit (rule 1.4); closed with 1009.
+    TooLarge,
+    /// A text frame that is not UTF-8; closed with 1007.
+    InvalidUtf8,
+    /// A WebSocket protocol violation (unmasked frame, bad opcode, ...); closed with 1002.
+    ProtocolViolation,
+    /// The server is shutting down (rule 4.4); closed with 1001 after flushing.
+    Shutdown,
+}
+
+impl Exit {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Reset => "reset",
+            Self::IdleTimeout => "idle_timeout",
+            Self::TooLarge => "too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    fn of(err: &WsError) -> Self {
+        match err {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => Self::ClientClosed,
+            WsError::Capacity(_) => Self::TooLarge,
+            WsError::Utf8(_) => Self::InvalidUtf8,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) | WsError::Io(_) => {
+                Self::Reset
+            }
+            _ => Self::ProtocolViolation,
+        }
+    }
+
+    /// The close frame this exit sends, if the connection is still there to receive one.
+    fn close_frame(self, max_message_bytes: usize) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            Self::ClientClosed | Self::Reset => return None,
+            Self::IdleTimeout => (CloseCode::Away, "idle timeout".to_owned()),
+            Self::TooLarge => (
+                CloseCode::Size,
+                format!("message too big: the limit is {max_message_bytes} bytes"),
+            ),
+            Self::InvalidUtf8 => (
+                CloseCode::Invalid,
+                "text frame is not valid UTF-8".to_owned(),
+            ),
+            Self::ProtocolViolation => (
+                CloseCode::Protocol,
+                "WebSocket protocol violation".to_owned(),
+            ),
+            Self::Shutdown => (CloseCode::Away, "server shutting down".to_owned()),
+        };
+        Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })
+    }
+}
+
+/// Serve one upgraded connection until it ends; returns why it ended.
+pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>) -> Exit
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &shared.config;
+    let metrics = &shared.metrics;
+    let (tx, mut rx) = mpsc::channel::<String>(config.max_queue);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        tx,
+        queued_bytes: Arc::clone(&queued_bytes),
+        max_bytes: config.max_queue_bytes,
+    };
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let mut session = shared.relay.open(conn, outbox, std::time::Instant::now());
+    metrics.connections_open.inc();
+
+    let mut last_seen = Instant::now();
+    let idle = tokio::time::sleep_until(last_seen + config.idle_timeout);
+    tokio::pin!(idle);
+    let mut ping = tokio::time::interval_at(last_seen + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    // Not `biased`: a busy outbound queue must not starve the client's own frames, and
+    // vice versa.
+    let exit = loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break Exit::Shutdown,
+            Some(frame) = rx.recv() => {
+                if let Err(err) = write_batch(&mut ws, frame, &mut rx, &queued_bytes, &shared).await {
+                    break Exit::of(&err);
+                }
+            }
+            inbound = ws.next() => {
+                let frame = match inbound {
+                    None => break Exit::ClientClosed,
+                    Some(Err(err)) => break Exit::of(&err),
+                    Some(Ok(frame)) => frame,
+                };
+                last_seen = Instant::now();
+                // Pings, pongs and close frames are answered by tungstenite itself.
+                let (input, len) = match &frame {
+                    Frame::Text(text) => (Input::Text(text.as_str()), text.len()),
+                    Frame::Binary(bytes) => (Input::Binary, bytes.len()),
+                    _ => continue,
+                };
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(len as u64);
+                let outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
+                count(&shared, &outcome);
+                if let Some(reply) = outcome.reply() {
+                    let text = reply.to_json();
+                    metrics.bytes_out.inc_by(text.len() as u64);
+                    if let Err(err) = ws.send(Frame::text(text)).await {
+                        break Exit::of(&err);
+                    }
+                }
+            }
+            () = &mut idle => {
+                let deadline = last_seen + config.idle_timeout;
+                if Instant::now() >= deadline {
+                    break Exit::IdleTimeout;
+                }
+                idle.as_mut().reset(deadline);
+            }
+            _ = ping.tick() => {
+                if let Err(err) = ws.send(Frame::Ping(Default::default())).await {
+                    break Exit::of(&err);
+                }
+            }
+        }
+    };
+
+    // Release the address first (rule 3.10): from here on, ROUTEs to it get 404 and
+    // nothing new can be queued, so what the queue holds now is all there is to flush.
+    if session.address().is_some() {
+        metrics.addresses_live.dec();
+    }
+    drop(session);
+    rx.close();
+    let grace = if exit == Exit::Shutdown {
+        config.shutdown_timeout
+    } else {
+        CLOSE_GRACE
+    };
+    let _ = tokio::time::timeout(
+        grace,
+        finish(&mut ws, &mut rx, exit, &queued_bytes, &shared),
+    )
+    .await;
+    metrics.connections_open.dec();
+    metrics
+        .connections_closed
+        .get_or_create(&ReasonLabel {
+            reason: exit.as_str(),
+        })
+        .inc();
+    exit
+}
+
+/// Flush what was accepted (on shutdown), send our close frame if the exit calls for one,
+/// and wait for the client's answer.
+async fn finish<S>(
+    ws: &mut WebSocketStream<S>,
+    rx: &mut mpsc::Receiver<String>,
+    exit: Exit,
+    queued_bytes: &AtomicUsize,
+    shared: &Shared,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if exit == Exit::Shutdown {
+        // Rule 4.4: DELIVERs accepted before shutdown are sent before the close frame.
+        while let Some(frame) = rx.recv().await {
+            if write_batch(ws, frame, rx, queued_bytes, shared)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let Some(frame) = exit.close_frame(shared.config.max_message_bytes) else {
+        return;
+    };
+    if ws.close(Some(frame)).await.is_err() {
+        return;
+    }
+    // Read until the client's close frame (or the end): a clean close handshake.
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    first: String,
+    rx: &mut mpsc::Receiver<String>,
+    queued_bytes: &AtomicUsize,
+    shared: &Shared,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    let mut written = 0;
+    let mut bytes = 0;
+    while let Some(frame) = next.take() {
+        queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        bytes += frame.len();
+        ws.feed(Frame::text(frame)).await?;
+        written += 1;
+        if written < WRITE_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    ws.flush().await?;
+    shared.metrics.bytes_out.inc_by(bytes as u64);
+    Ok(())
+}
+
+fn count(shared: &Shared, outcome: &Outcome) {
+    let metrics = &shared.metrics;
+    match outcome {
+        Outcome::Assigned { retired: None, .. } => {
+            metrics.addresses_live.inc();
+        }
+        Outcome::Assigned { .. } => {}
+        Outcome::Routed => {
+            metrics.messages_routed.inc();
+        }
+        Outcome::Error { code, .. } => {
+            metrics
+                .errors
+                .get_or_create(&CodeLabel { code: *code })
+                .inc();
+            if *code == compendium_messages::codes::UNAVAILABLE {
+                metrics.queue_full.inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Accepting TCP connections and upgrading them: TLS (optional), the WebSocket
+//! handshake with the connection limit, and the handshake timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::connection;
+use crate::server::Shared;
+
+/// After an accept error (typically EMFILE: out of file descriptors) wait this long before
+/// trying again, instead of spinning; the loop itself never gives up.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Accept connections on `listener` until shutdown, each in its own tracked task.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Small frames are the norm; don't let Nagle hold them back.
+                let _ = stream.set_nodelay(true);
+                let span = tracing::info_span!("conn", %peer);
+                tasks
+                    .spawn(handle(stream, peer, tls.clone(), Arc::clone(&shared)).instrument(span));
+            }
+            Err(err) => {
+                shared.metrics.accept_errors.inc();
+                tracing::warn!(error = %err, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    match tls {
+        None => upgrade(stream, peer, deadline, shared).await,
+        Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => upgrade(stream, peer, deadline, shared).await,
+            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+async fn upgrade<S>(stream: S, peer: SocketAddr, deadline: Instant, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // The connection limit is checked inside the handshake so that a refused client gets
+    // a real HTTP 503 (rule 4.3); the permit lives as long as the connection.
+    let mut permit = None;
+    // The callback's signature is tungstenite's; the large error type is theirs.
+    #[allow(clippy::result_large_err)]
+    let check_limit = |_request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        match Arc::clone(&shared.slots).try_acquire_owned() {
+            Ok(slot) => {
+                permit = Some(slot);
+                Ok(response)
+            }
+            Err(_) => {
+                shared.metrics.handshakes_refused.inc();
+                let mut refusal = ErrorResponse::new(Some(
+                    "the relay is at its connection limit; try again later\n".into(),
+                ));
+                *refusal.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Err(refusal)
+            }
+        }
+    };
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check_limit,
+        Some(shared.ws_config),
+    );
+    let ws = match timeout_at(deadline, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("WebSocket handshake timed out");
+            return;
+        }
+    };
+    let Some(permit) = permit else {
+        return;
+    };
+    tracing::debug!(%peer, "connected");
+    let exit = connection::run(ws, Arc::clone(&shared)).await;
+    drop(permit);
+    shared.ended.send_modify(|n| *n += 1);
+    tracing::info!(reason = exit.as_str(), "disconnected");
+}

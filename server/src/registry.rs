@@ -1,0 +1,127 @@
+//! The address registry: which live address belongs to which connection's mailbox.
+//!
+//! This is the one seam between the relay's rules and where connections live. Everything
+//! the relay needs from it is three operations — [`Registry::claim`], [`Registry::release`]
+//! and [`Registry::deliver`] — so a multi-node registry (e.g. over NATS) can replace this
+//! in-memory one without touching the rules or the connection tasks.
+//!
+//! It is sharded by address so that connections on different cores rarely meet on a lock,
+//! and no lock is ever held across an `.await` (the methods are synchronous).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use compendium_messages::Address;
+
+/// Where frames for one connection go. The connection task implements it over a bounded
+/// channel; the rules' unit tests implement it over a `Vec`.
+pub(crate) trait Mailbox {
+    /// Queue `frame` for the connection without waiting.
+    ///
+    /// # Errors
+    /// [`Refusal::Full`] when the connection's queue is at its bound (the sender gets 503),
+    /// [`Refusal::Gone`] when the connection is closing (the sender gets 404).
+    fn try_push(&self, frame: String) -> Result<(), Refusal>;
+}
+
+/// Why a mailbox did not take a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The queue is at its bound (in frames or bytes).
+    Full,
+    /// The connection is going away.
+    Gone,
+}
+
+/// Identifies a connection for the lifetime of the process (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// What happened to a frame handed to [`Registry::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Queued for the target connection.
+    Queued,
+    /// No live connection holds the address.
+    NotFound,
+    /// The target's queue refused it.
+    Refused(Refusal),
+}
+
+const SHARDS: usize = 64;
+
+struct Holder<M> {
+    conn: ConnId,
+    mailbox: M,
+}
+
+type Shard<M> = Mutex<HashMap<Address, Holder<M>>>;
+
+/// The in-memory registry of live addresses.
+pub(crate) struct Registry<M> {
+    shards: Box<[Shard<M>]>,
+    live: AtomicUsize,
+}
+
+impl<M: Mailbox> Registry<M> {
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, address: Address) -> std::sync::MutexGuard<'_, HashMap<Address, Holder<M>>> {
+        // Addresses are uniformly random, so their low bits spread the load evenly.
+        let index = (address.to_bits() % SHARDS as u128) as usize;
+        // A poisoned shard only means another thread panicked mid-insert/remove of a
+        // whole entry; the map itself is still consistent, so keep serving.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Make `address` live for `conn`, delivering to `mailbox` — unless it is already
+    /// live (rule 3.1: unique among live addresses), in which case nothing changes and the
+    /// caller draws another.
+    pub(crate) fn claim(&self, address: Address, conn: ConnId, mailbox: M) -> bool {
+        let mut shard = self.shard(address);
+        match shard.entry(address) {
+            Entry::Vacant(slot) => {
+                slot.insert(Holder { conn, mailbox });
+                self.live.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
+
+    /// Retire `address` if `conn` still holds it (rules 3.2, 3.10).
+    pub(crate) fn release(&self, conn: ConnId, address: Address) {
+        let mut shard = self.shard(address);
+        if shard.get(&address).is_some_and(|h| h.conn == conn) {
+            shard.remove(&address);
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hand `frame` to whoever holds `address` (rules 3.3, 3.6, 3.8).
+    pub(crate) fn deliver(&self, address: Address, frame: String) -> Delivery {
+        let shard = self.shard(address);
+        match shard.get(&address) {
+            None => Delivery::NotFound,
+            Some(holder) => match holder.mailbox.try_push(frame) {
+                Ok(()) => Delivery::Queued,
+                Err(Refusal::Gone) => Delivery::NotFound,
+                Err(refusal) => Delivery::Refused(refusal),
+            },
+        }
+    }
+
+    /// How many addresses are live.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+}

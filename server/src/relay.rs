@@ -1,0 +1,431 @@
+//! The relay's rules (docs/protocol.md section 3), with no sockets and no clock of their
+//! own: a connection task feeds each inbound frame in, with the time, and gets back an
+//! [`Outcome`] — what to answer and what to count. Frames for *other* connections go
+//! through the [`Registry`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use compendium_messages::{Address, Message, codes};
+
+use crate::rate::TokenBucket;
+use crate::registry::{ConnId, Delivery, Mailbox, Refusal, Registry};
+
+/// The exact 404 text of the first implementation, which clients match on (rule 3.6).
+pub(crate) const NOT_FOUND_TEXT: &str = "Socket address not found";
+
+/// One inbound data frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    Text(&'a str),
+    Binary,
+}
+
+/// What handling one frame came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// INIT: answer INITRESP with `address`; `retired` is the connection's previous one.
+    Assigned {
+        address: Address,
+        retired: Option<Address>,
+    },
+    /// ROUTE: the DELIVER is queued for the target; nothing is sent back (rule 3.3).
+    Routed,
+    /// Refused: answer ERR `code` with `message`.
+    Error { code: u16, message: String },
+}
+
+impl Outcome {
+    /// The frame to send back to the connection that sent the input, if any.
+    pub(crate) fn reply(&self) -> Option<Message> {
+        match self {
+            Self::Assigned { address, .. } => Some(Message::init_resp(*address)),
+            Self::Routed => None,
+            Self::Error { code, message } => Some(Message::err(*code, message.clone())),
+        }
+    }
+
+    fn error(code: u16, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Draws a fresh random address; `Err` if the OS random source failed.
+pub(crate) type DrawAddress = fn() -> Result<Address, String>;
+
+/// The OS CSPRNG (rule 3.1).
+pub(crate) fn random_address() -> Result<Address, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Address::from_bits(u128::from_le_bytes(bytes)))
+}
+
+/// The rules, shared by every connection of one server.
+pub(crate) struct Relay<M> {
+    registry: Arc<Registry<M>>,
+    max_msgs_per_sec: Option<u32>,
+    draw: DrawAddress,
+}
+
+/// One connection's state as the rules see it. Dropping it releases the connection's
+/// address, however the connection ended (rule 3.10).
+pub(crate) struct Session<M: Mailbox> {
+    conn: ConnId,
+    mailbox: M,
+    address: Option<Address>,
+    bucket: Option<TokenBucket>,
+    registry: Arc<Registry<M>>,
+}
+
+impl<M: Mailbox> Drop for Session<M> {
+    fn drop(&mut self) {
+        if let Some(address) = self.address.take() {
+            self.registry.release(self.conn, address);
+        }
+    }
+}
+
+impl<M: Mailbox> Session<M> {
+    /// The address this connection holds, if it has sent INIT.
+    pub(crate) fn address(&self) -> Option<Address> {
+        self.address
+    }
+}
+
+impl<M: Mailbox + Clone> Relay<M> {
+    pub(crate) fn new(
+        registry: Arc<Registry<M>>,
+        max_msgs_per_sec: Option<u32>,
+        draw: DrawAddress,
+    ) -> Self {
+        Self {
+            registry,
+            max_msgs_per_sec,
+            draw,
+        }
+    }
+
+    pub(crate) fn registry(&self) -> &Registry<M> {
+        &self.registry
+    }
+
+    /// State for a new connection whose frames go to `mailbox`.
+    pub(crate) fn open(&self, conn: ConnId, mailbox: M, now: Instant) -> Session<M> {
+        Session {
+            conn,
+            mailbox,
+            address: None,
+            bucket: self
+                .max_msgs_per_sec
+                .map(|rate| TokenBucket::new(rate, now)),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    /// Apply the rules to one inbound frame.
+    pub(crate) fn handle(
+        &self,
+        session: &mut Session<M>,
+        input: Input<'_>,
+        now: Instant,
+    ) -> Outcome {
+        if let Some(bucket) = &mut session.bucket
+            && !bucket.try_take(now)
+        {
+            return Outcome::error(
+                codes::RATE_LIMITED,
+                format!(
+                    "rate limit exceeded: at most {} messages per second; this one was not acted on",
+                    self.max_msgs_per_sec.unwrap_or_default()
+                ),
+            );
+        }
+        let text = match input {
+            Input::Text(text) => text,
+            Input::Binary => {
+                return Outcome::error(
+                    codes::INVALID_MESSAGE,
+                    "binary frames are not supported: send each message as one JSON text frame",
+                );
+            }
+        };
+        match Message::parse(text) {
+            Err(err) => Outcome::error(codes::INVALID_MESSAGE, err.to_string()),
+            Ok(Message::Init) => self.init(session),
+            Ok(Message::Route { ephe_wss_addr, msg }) => {
+                let frame = Message::deliver(msg).to_json();
+                match self.registry.deliver(ephe_wss_addr, frame) {
+                    Delivery::Queued => Outcome::Routed,
+                    Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
+                    Delivery::Refused(Refusal::Full) => Outcome::error(
+                        codes::UNAVAILABLE,
+                        "the target is not reading fast enough and its queue is full; \
+                         this message was not delivered",
+                    ),
+                    Delivery::Refused(Refusal::Gone) => {
+                        Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT)
+                    }
+                }
+            }
+            Ok(other) => Outcome::error(
+                codes::INVALID_MESSAGE,
+                format!(
+                    "/type: {} is sent by servers, not clients; a client sends INIT or ROUTE",
+                    other.type_name()
+                ),
+            ),
+        }
+    }
+
+    fn init(&self, session: &mut Session<M>) -> Outcome {
+        let address = loop {
+            let candidate = match (self.draw)() {
+                Ok(candidate) => candidate,
+                Err(reason) => {
+                    tracing::error!(%reason, "the OS random source failed; cannot assign an address");
+                    return Outcome::error(
+                        codes::UNAVAILABLE,
+                        "the relay cannot draw a random address right now; try again",
+                    );
+                }
+            };
+            if self
+                .registry
+                .claim(candidate, session.conn, session.mailbox.clone())
+            {
+                break candidate;
+            }
+        };
+        let retired = session.address.replace(address);
+        if let Some(old) = retired {
+            self.registry.release(session.conn, old);
+        }
+        Outcome::Assigned { address, retired }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rules, driven without sockets: each test names the protocol rule it checks.
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A mailbox that records frames, with an optional bound.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        frames: Arc<Mutex<Vec<String>>>,
+        bound: Option<usize>,
+        gone: Arc<AtomicBool>,
+    }
+
+    impl Recorder {
+        fn frames(&self) -> Vec<String> {
+            self.frames.lock().unwrap().clone()
+        }
+    }
+
+    impl Mailbox for Recorder {
+        fn try_push(&self, frame: String) -> Result<(), Refusal> {
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(Refusal::Gone);
+            }
+            let mut frames = self.frames.lock().unwrap();
+            if self.bound.is_some_and(|b| frames.len() >= b) {
+                return Err(Refusal::Full);
+            }
+            frames.push(frame);
+            Ok(())
+        }
+    }
+
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+    fn counting() -> Result<Address, String> {
+        Ok(Address::from_bits(u128::from(
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+        )))
+    }
+
+    fn relay(rate: Option<u32>) -> Relay<Recorder> {
+        Relay::new(Arc::new(Registry::new()), rate, counting)
+    }
+
+    fn init(relay: &Relay<Recorder>, s: &mut Session<Recorder>) -> Address {
+        match relay.handle(s, Input::Text(r#"{"type":"INIT"}"#), Instant::now()) {
+            Outcome::Assigned { address, .. } => address,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn route(to: Address, msg: &str) -> String {
+        format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","msg":{msg}}}"#)
+    }
+
+    #[test]
+    fn rule_3_1_init_assigns_a_live_address() {
+        let relay = relay(None);
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let address = init(&relay, &mut a);
+        assert_eq!(a.address(), Some(address));
+        assert_eq!(relay.registry().live(), 1);
+    }
+
+    #[test]
+    fn rule_3_2_reinit_retires_the_old_address() {
+        let relay = relay(None);
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let old = init(&relay, &mut a);
+        let new = init(&relay, &mut a);
+        assert_ne!(old, new);
+        assert_eq!(relay.registry().live(), 1);
+        let outcome = relay.handle(&mut a, Input::Text(&route(old, "{}")), Instant::now());
+        assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
+    }
+
+    #[test]
+    fn rule_3_3_and_3_4_route_delivers_the_exact_bytes_and_answers_nothing() {
+        let relay = relay(None);
+        let b_box = Recorder::default();
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let mut b = relay.open(ConnId(2), b_box.clone(), Instant::now());
+        let b_addr = init(&relay, &mut b);
+        let msg = r#"{ "z":1, "a" : "\u00e9" }"#;
+        let outcome = relay.handle(&mut a, Input::Text(&route(b_addr, msg)), Instant::now());
+        assert_eq!(outcome, Outcome::Routed);
+        assert_eq!(outcome.reply(), None);
+        assert_eq!(
+            b_box.frames(),
+            [format!(r#"{{"type":"DELIVER","msg":{msg}}}"#)]
+        );
+    }
+
+    #[test]
+    fn rule_3_6_unknown_address_is_404() {
+        let relay = relay(None);
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let outcome = relay.handle(
+            &mut a,
+            Input::Text(&route(Address::from_bits(7), "{}")),
+            Instant::now(),
+        );
+        assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
+    }
+
+    #[test]
+    fn rule_3_7_invalid_input_and_server_types_are_400() {
+        let relay = relay(None);
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        for (input, expected) in [
+            (
+                Input::Text("nope"),
+                "invalid JSON: expected ident at line 1 column 2",
+            ),
+            (
+                Input::Text(r#"{"type":"DELIVER","msg":{}}"#),
+                "/type: DELIVER is sent by servers, not clients; a client sends INIT or ROUTE",
+            ),
+            (
+                Input::Binary,
+                "binary frames are not supported: send each message as one JSON text frame",
+            ),
+        ] {
+            assert_eq!(
+                relay.handle(&mut a, input, Instant::now()),
+                Outcome::error(400, expected)
+            );
+        }
+    }
+
+    #[test]
+    fn rule_3_8_a_full_target_gives_503_and_keeps_nothing() {
+        let relay = relay(None);
+        let b_box = Recorder {
+            bound: Some(1),
+            ..Recorder::default()
+        };
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let mut b = relay.open(ConnId(2), b_box.clone(), Instant::now());
+        let b_addr = init(&relay, &mut b);
+        assert_eq!(
+            relay.handle(
+                &mut a,
+                Input::Text(&route(b_addr, r#"{"n":1}"#)),
+                Instant::now()
+            ),
+            Outcome::Routed
+        );
+        let refused = relay.handle(
+            &mut a,
+            Input::Text(&route(b_addr, r#"{"n":2}"#)),
+            Instant::now(),
+        );
+        assert!(
+            matches!(refused, Outcome::Error { code: 503, .. }),
+            "{refused:?}"
+        );
+        assert_eq!(b_box.frames().len(), 1);
+    }
+
+    #[test]
+    fn rule_3_9_excess_messages_get_429() {
+        let relay = relay(Some(2));
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let now = Instant::now();
+        let codes: Vec<Option<u16>> = (0..3)
+            .map(
+                |_| match relay.handle(&mut a, Input::Text(r#"{"type":"INIT"}"#), now) {
+                    Outcome::Error { code, .. } => Some(code),
+                    _ => None,
+                },
+            )
+            .collect();
+        assert_eq!(codes, [None, None, Some(429)]);
+    }
+
+    #[test]
+    fn rule_3_10_dropping_a_session_releases_its_address() {
+        let relay = relay(None);
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let mut b = relay.open(ConnId(2), Recorder::default(), Instant::now());
+        let b_addr = init(&relay, &mut b);
+        drop(b);
+        assert_eq!(relay.registry().live(), 0);
+        let outcome = relay.handle(&mut a, Input::Text(&route(b_addr, "{}")), Instant::now());
+        assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
+    }
+
+    #[test]
+    fn rule_3_10_a_closing_target_is_404_not_a_silent_drop() {
+        let relay = relay(None);
+        let b_box = Recorder::default();
+        let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
+        let mut b = relay.open(ConnId(2), b_box.clone(), Instant::now());
+        let b_addr = init(&relay, &mut b);
+        b_box.gone.store(true, Ordering::Relaxed);
+        let outcome = relay.handle(&mut a, Input::Text(&route(b_addr, "{}")), Instant::now());
+        assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
+    }
+
+    #[test]
+    fn rule_3_3_self_route_and_route_before_init_are_allowed() {
+        let relay = relay(None);
+        let a_box = Recorder::default();
+        let mut a = relay.open(ConnId(1), a_box.clone(), Instant::now());
+        let mut b = relay.open(ConnId(2), Recorder::default(), Instant::now());
+        let a_addr = init(&relay, &mut a);
+        assert_eq!(
+            relay.handle(&mut a, Input::Text(&route(a_addr, "{}")), Instant::now()),
+            Outcome::Routed
+        );
+        assert_eq!(
+            relay.handle(&mut b, Input::Text(&route(a_addr, "{}")), Instant::now()),
+            Outcome::Routed
+        );
+        assert_eq!(a_box.frames().len(), 2);
+    }
+}

@@ -1,0 +1,243 @@
+//! [`Server`]: bind, then run until a shutdown signal; [`Handle`]: look at and stop a
+//! running server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connection::Outbox;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::relay::{Relay, random_address};
+use crate::{listener, metrics, tls};
+
+/// What every connection task of one server shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) relay: Relay<Outbox>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) next_conn: AtomicU64,
+    /// One permit per open connection (rule 4.3).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Counts connections that have fully ended (address released, slot freed), so that
+    /// tests and embedders can await that event instead of polling.
+    pub(crate) ended: watch::Sender<u64>,
+}
+
+/// A relay whose listeners are bound but not yet serving.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), compendium_server::Error> {
+/// use compendium_server::{Config, Server};
+/// let server = Server::bind(Config::ephemeral()).await?;
+/// let url = format!("ws://{}", server.local_addrs()[0]); // the real port
+/// let handle = server.handle();
+/// tokio::spawn(server.run(std::future::pending()));
+/// // ... connect clients to `url` ...
+/// handle.shutdown(); // graceful: flush, close 1001
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+}
+
+/// A cheap, cloneable view of a server: its live state, and a way to stop it.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Check `config`, load TLS files, and bind every listener (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unusable setting, [`Error::Tls`] for unusable PEM files,
+    /// [`Error::Bind`] for an address that cannot be bound.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        config.validate().map_err(Error::Config)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(Error::Tls)?;
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut addrs = Vec::with_capacity(config.listen.len());
+        for &addr in &config.listen {
+            let (listener, local) = bind(addr).await?;
+            listeners.push(listener);
+            addrs.push(local);
+        }
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(config.max_message_bytes))
+            // The reader reserves a frame's announced length up front: never more than a
+            // whole message may be.
+            .max_frame_size(Some(config.max_message_bytes))
+            // tungstenite's default 128 KiB read buffer would dominate an idle connection's
+            // memory; 4 KiB costs no measurable throughput.
+            .read_buffer_size(4 << 10);
+        let shared = Arc::new(Shared {
+            relay: Relay::new(
+                Arc::new(Registry::new()),
+                config.max_msgs_per_sec,
+                random_address,
+            ),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            ws_config,
+            metrics: Arc::new(Metrics::new()),
+            shutdown: CancellationToken::new(),
+            next_conn: AtomicU64::new(1),
+            ended: watch::Sender::new(0),
+        });
+        Ok(Self {
+            listeners,
+            addrs,
+            metrics_listener,
+            tls,
+            shared,
+        })
+    }
+
+    /// The bound WebSocket addresses, in the order of [`Config::listen`].
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The bound `/healthz` + `/metrics` address, if enabled.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// A handle for looking at and stopping the server once it runs.
+    #[must_use]
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Serve until `shutdown` completes (or [`Handle::shutdown`] is called), then shut
+    /// down gracefully (rule 4.4): stop accepting, flush accepted DELIVERs, close every
+    /// connection with 1001, and return within [`Config::shutdown_timeout`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            listeners,
+            addrs,
+            metrics_listener,
+            tls,
+            shared,
+        } = self;
+        let tasks = TaskTracker::new();
+        for listener in listeners {
+            tasks.spawn(listener::accept_loop(
+                listener,
+                tls.clone(),
+                Arc::clone(&shared),
+                tasks.clone(),
+            ));
+        }
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        for addr in &addrs {
+            tracing::info!(%addr, "listening on {scheme}://{addr}");
+        }
+        if let Some((listener, addr)) = metrics_listener {
+            tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+            tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(&shared.metrics),
+                shared.shutdown.clone(),
+            ));
+        }
+
+        tokio::select! {
+            () = shutdown => {}
+            () = shared.shutdown.cancelled() => {}
+        }
+        let open = shared.config.max_connections - shared.slots.available_permits();
+        tracing::info!(open_connections = open, "shutting down");
+        shared.shutdown.cancel();
+        tasks.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open_connections = shared.config.max_connections - shared.slots.available_permits(),
+                "shutdown timeout reached with connections still closing"
+            );
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+impl Handle {
+    /// How many addresses are live (assigned to an open connection).
+    #[must_use]
+    pub fn live_addresses(&self) -> usize {
+        self.shared.relay.registry().live()
+    }
+
+    /// How many WebSocket connections are open.
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        self.shared.config.max_connections - self.shared.slots.available_permits()
+    }
+
+    /// How many WebSocket connections have ended since the server started.
+    #[must_use]
+    pub fn ended_connections(&self) -> u64 {
+        *self.shared.ended.borrow()
+    }
+
+    /// Wait until at least `count` connections have ended since the server started —
+    /// each with its address released and its connection slot freed.
+    pub async fn wait_for_ended_connections(&self, count: u64) {
+        let mut ended = self.shared.ended.subscribe();
+        // The sender lives in `Shared`, which this handle keeps alive: this cannot fail.
+        let _ = ended.wait_for(|n| *n >= count).await;
+    }
+
+    /// The Prometheus text that `/metrics` serves.
+    #[must_use]
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    /// Begin a graceful shutdown; [`Server::run`] returns when it is done.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}

@@ -1,0 +1,159 @@
+//! Shared test support: a real server on 127.0.0.1:0 and a raw tokio-tungstenite client.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod raw;
+
+use std::time::Duration;
+
+use compendium_server::{Config, Handle, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Upper bound on any single wait, so a broken server fails a test instead of hanging it.
+/// It is a guard, never the thing a test waits for.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub url: String,
+    pub handle: Handle,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let server = Server::bind(config).await.expect("bind");
+        let url = format!("ws://{}", server.local_addrs()[0]);
+        let handle = server.handle();
+        let task = tokio::spawn(server.run(std::future::pending()));
+        Self { url, handle, task }
+    }
+
+    pub async fn default() -> Self {
+        Self::start(Config::ephemeral()).await
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await
+    }
+
+    /// Graceful shutdown; returns when `run` has returned.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("run returns")
+            .expect("no panic");
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws
+            .send(Frame::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Frame::binary(bytes.to_vec()))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame other than ping/pong.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match next {
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+                Some(Ok(frame)) => return Some(frame),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_frame().await {
+            Some(Frame::Text(text)) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("JSON")
+    }
+
+    /// The close frame the server sends, if any, before the stream ends.
+    pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        match self.next_frame().await {
+            Some(Frame::Close(frame)) => frame,
+            Some(other) => panic!("expected a close frame, got {other:?}"),
+            None => None,
+        }
+    }
+
+    pub async fn init(&mut self) -> String {
+        self.send(r#"{"type":"INIT"}"#).await;
+        let reply = self.recv_json().await;
+        assert_eq!(reply["type"], "INITRESP", "{reply}");
+        reply["EpheWssAddr"].as_str().expect("address").to_owned()
+    }
+
+    pub async fn route(&mut self, to: &str, msg: &str) {
+        self.send(&route(to, msg)).await;
+    }
+
+    /// Wait until the server has handled everything sent so far: frames from one
+    /// connection are handled in order, so once a fresh INIT is answered, every earlier
+    /// frame has been, and any ERR it caused has arrived first. Returns those replies.
+    /// (Leaves the connection with a new address.)
+    pub async fn sync(&mut self) -> (Vec<Value>, String) {
+        self.send(r#"{"type":"INIT"}"#).await;
+        let mut before = Vec::new();
+        loop {
+            let reply = self.recv_json().await;
+            if reply["type"] == "INITRESP" {
+                return (
+                    before,
+                    reply["EpheWssAddr"].as_str().expect("address").to_owned(),
+                );
+            }
+            before.push(reply);
+        }
+    }
+
+    pub async fn expect_err(&mut self, code: u16) -> String {
+        let reply = self.recv_json().await;
+        assert_eq!(reply["type"], "ERR", "{reply}");
+        assert_eq!(reply["errCode"], code, "{reply}");
+        reply["errMsg"].as_str().expect("errMsg").to_owned()
+    }
+}
+
+pub fn route(to: &str, msg: &str) -> String {
+    format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","msg":{msg}}}"#)
+}
+
+/// The exact DELIVER frame a relay must send for `msg` (rule 3.4).
+pub fn deliver(msg: &str) -> String {
+    format!(r#"{{"type":"DELIVER","msg":{msg}}}"#)
+}
