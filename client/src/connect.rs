@@ -1,0 +1,141 @@
+//! Opening a connection: URL → TCP → TLS (for `wss://`) → WebSocket handshake, each step
+//! under its timeout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::Uri;
+
+use crate::error::{Error, Result};
+
+/// Any byte stream the WebSocket can run over (plain TCP or TLS).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) type Socket = WebSocketStream<Box<dyn Io>>;
+
+/// Where TLS trust comes from.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Trust {
+    /// Mozilla's roots (webpki-roots).
+    #[default]
+    WebPki,
+    /// Only the certificates in this PEM file (a private CA, or a self-signed server).
+    CaFile(PathBuf),
+}
+
+pub(crate) struct Dial<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) trust: &'a Trust,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+}
+
+pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
+    let uri: Uri = dial
+        .url
+        .parse()
+        .map_err(|e| Error::InvalidUrl(format!("{:?}: {e}", dial.url)))?;
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => {
+            return Err(Error::InvalidUrl(format!(
+                "{:?}: the scheme must be ws:// or wss://",
+                dial.url
+            )));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::InvalidUrl(format!("{:?}: no host", dial.url)))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let request = dial
+        .url
+        .into_client_request()
+        .map_err(|e| Error::InvalidUrl(format!("{:?}: {e}", dial.url)))?;
+    let connector = if tls {
+        Some(tls_connector(dial.trust)?)
+    } else {
+        None
+    };
+
+    let tcp = tokio::time::timeout(
+        dial.connect_timeout,
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        what: "connect",
+        after: dial.connect_timeout,
+    })?
+    .map_err(|e| Error::Connect(format!("{host}:{port}: {e}")))?;
+    // Protocol messages are small and latency matters more than batching.
+    let _ = tcp.set_nodelay(true);
+
+    let handshake = async {
+        let stream: Box<dyn Io> = match connector {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let name = ServerName::try_from(host.clone()).map_err(|e| {
+                    Error::InvalidUrl(format!("{host:?} is not a TLS server name: {e}"))
+                })?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| Error::Connect(format!("TLS handshake with {host}: {e}")))?;
+                Box::new(stream)
+            }
+        };
+        let (socket, _response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(|e| Error::Connect(format!("WebSocket handshake with {}: {e}", dial.url)))?;
+        Ok(socket)
+    };
+    tokio::time::timeout(dial.handshake_timeout, handshake)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "handshake",
+            after: dial.handshake_timeout,
+        })?
+}
+
+fn tls_connector(trust: &Trust) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    match trust {
+        Trust::WebPki => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Trust::CaFile(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect)
+                .map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(Error::Tls(format!(
+                    "no PEM certificate in {}",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    Error::Tls(format!("{}: unusable certificate: {e}", path.display()))
+                })?;
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

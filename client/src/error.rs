@@ -1,0 +1,99 @@
+//! [`Error`]: the one error type of this crate.
+
+use std::fmt;
+use std::time::Duration;
+
+use compendium_messages::{ParseError, PayloadError};
+
+/// Everything that can go wrong talking to a relay. Each variant says what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a `ws://` or `wss://` URL with a host. Fix the URL.
+    InvalidUrl(String),
+    /// The CA certificate file could not be used. Check the PEM file.
+    Tls(String),
+    /// TCP, TLS or the WebSocket handshake failed (refused, unreachable, certificate not
+    /// trusted, HTTP 503 from a relay at its connection limit, ...). Retry later or fix
+    /// the address.
+    Connect(String),
+    /// An operation did not complete in time; `what` names it. The connection may be dead.
+    Timeout {
+        /// What timed out: "connect", "handshake", "INIT", "close".
+        what: &'static str,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+    /// The relay answered with ERR. [`Error::server_code`] gives the code: 400 invalid
+    /// message, 404 address not found, 429 rate limited, 503 target busy (docs/protocol.md
+    /// rule 2.6).
+    Server {
+        /// The ERR's `errCode`.
+        code: u16,
+        /// The ERR's `errMsg`.
+        message: String,
+    },
+    /// The relay sent something the protocol does not allow (not valid per the schema, a
+    /// client-only type, an unsolicited INITRESP, a binary frame). The relay is broken or
+    /// is not a Compendium relay.
+    InvalidFrame(String),
+    /// A `msg` to route is not a JSON object (rule 2.1); nothing was sent.
+    InvalidPayload(PayloadError),
+    /// A delivered `msg` did not decode into the requested type.
+    Decode(serde_json::Error),
+    /// The connection is closed; nothing more can be sent or received.
+    Closed {
+        /// The close code the relay sent, if any.
+        code: Option<u16>,
+        /// The close reason, or what ended the connection.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The relay's `errCode`, if this is an ERR from the relay.
+    #[must_use]
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid_frame(err: &ParseError) -> Self {
+        Self::InvalidFrame(format!("the relay sent an invalid message: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUrl(message) => write!(f, "invalid URL: {message}"),
+            Self::Tls(message) => write!(f, "TLS: {message}"),
+            Self::Connect(message) => write!(f, "cannot connect: {message}"),
+            Self::Timeout { what, after } => write!(f, "{what} timed out after {after:?}"),
+            Self::Server { code, message } => write!(f, "relay error {code}: {message}"),
+            Self::InvalidFrame(message) => f.write_str(message),
+            Self::InvalidPayload(err) => write!(f, "cannot route: {err}"),
+            Self::Decode(err) => write!(f, "delivered msg does not decode: {err}"),
+            Self::Closed {
+                code: Some(code),
+                reason,
+            } => write!(f, "connection closed ({code}): {reason}"),
+            Self::Closed { code: None, reason } => write!(f, "connection closed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidPayload(err) => Some(err),
+            Self::Decode(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
