@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connect::{Dial, Trust, dial};
+use crate::connect::{Dial, RawSocket, Trust, dial};
 use crate::driver::{self, Command, SharedState};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -100,13 +100,7 @@ impl ClientBuilder {
     /// # Errors
     /// [`Error::InvalidUrl`], [`Error::Tls`], [`Error::Connect`] or [`Error::Timeout`].
     pub async fn connect(&self, url: &str) -> Result<Client> {
-        let socket = dial(Dial {
-            url,
-            trust: &self.trust,
-            connect_timeout: self.connect_timeout,
-            handshake_timeout: self.handshake_timeout,
-        })
-        .await?;
+        let socket = self.connect_raw(url).await?;
         let state = SharedState::default();
         let options = driver::Options {
             ping_interval: self.ping_interval,
@@ -122,6 +116,25 @@ impl ClientBuilder {
             },
             events: Events { events },
         })
+    }
+}
+
+impl ClientBuilder {
+    /// Open the WebSocket (with these TLS and timeout options) but add no protocol
+    /// handling: frame-level access for tools that must see or send exactly what is on the
+    /// wire, such as the conformance suite. The socket type is tokio-tungstenite's, so
+    /// using this ties you to its version.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    pub async fn connect_raw(&self, url: &str) -> Result<RawSocket> {
+        dial(Dial {
+            url,
+            trust: &self.trust,
+            connect_timeout: self.connect_timeout,
+            handshake_timeout: self.handshake_timeout,
+        })
+        .await
     }
 }
 

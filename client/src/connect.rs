@@ -15,11 +15,30 @@ use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::error::{Error, Result};
 
-/// Any byte stream the WebSocket can run over (plain TCP or TLS).
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// The byte stream under a [`RawSocket`]: plain TCP or TLS over TCP.
+pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Make closing this stream reset the TCP connection (RST) instead of closing it
+    /// cleanly (FIN), as when the process is killed: for tests of abrupt disconnects.
+    fn reset_on_drop(&self);
+}
 
-pub(crate) type Socket = WebSocketStream<Box<dyn Io>>;
+impl RawIo for TcpStream {
+    fn reset_on_drop(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl RawIo for tokio_rustls::client::TlsStream<TcpStream> {
+    fn reset_on_drop(&self) {
+        self.get_ref().0.reset_on_drop();
+    }
+}
+
+/// A WebSocket with no protocol handling on top; see
+/// [`ClientBuilder::connect_raw`](crate::ClientBuilder::connect_raw).
+pub type RawSocket = WebSocketStream<Box<dyn RawIo>>;
+
+pub(crate) type Socket = RawSocket;
 
 /// Where TLS trust comes from.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +103,7 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
     let _ = tcp.set_nodelay(true);
 
     let handshake = async {
-        let stream: Box<dyn Io> = match connector {
+        let stream: Box<dyn RawIo> = match connector {
             None => Box::new(tcp),
             Some(connector) => {
                 let name = ServerName::try_from(host.clone()).map_err(|e| {

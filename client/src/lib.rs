@@ -22,5 +22,6 @@ mod event;
 
 pub use client::{Client, ClientBuilder, Events, Sender};
 pub use compendium_messages::{Address, Payload};
+pub use connect::{RawIo, RawSocket};
 pub use error::{Error, Result};
 pub use event::Event;

@@ -1,0 +1,288 @@
+//! `compendium-conformance`: check any Compendium relay against docs/protocol.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use compendium_client::ClientBuilder;
+use compendium_conformance::case::{self, Case};
+use compendium_conformance::recorder::{Labels, Recorder};
+use compendium_conformance::runner::{RunOptions, run};
+use compendium_conformance::session;
+
+/// Conformance suite for Compendium WebSocket relays.
+///
+/// Each case has a stable id RULE/N tied to a numbered rule of docs/protocol.md, a level
+/// (MUST or SHOULD) and a verdict: PASS, FAIL, NON-STRICT (the required outcome, but not
+/// the recommended form), UNSUPPORTED (an optional feature is absent), SKIPPED. The exit
+/// status is 1 if any MUST case fails (with --strict: any SHOULD failure or NON-STRICT
+/// too), 2 on a usage or input error.
+#[derive(Parser, Debug)]
+#[command(version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the suite (or some cases) against a relay.
+    Run {
+        /// The relay under test.
+        #[arg(long, env = "CONFORMANCE_URL", default_value = "ws://127.0.0.1:8001")]
+        url: String,
+        /// Only cases whose id starts with one of these (e.g. `3.` or `3.6/1`).
+        prefixes: Vec<String>,
+        /// SHOULD failures and NON-STRICT results fail the run too.
+        #[arg(long)]
+        strict: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// How long to wait for each expected frame, in milliseconds.
+        #[arg(long, value_name = "N", default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Trust only this PEM certificate for wss:// (a private CA or self-signed relay).
+        #[arg(long, value_name = "PEM")]
+        ca_cert: Option<PathBuf>,
+        /// Also run cases that wait for the relay's own timers (pings, idle and handshake
+        /// timeouts), waiting up to N ms for each; set it above the relay's settings.
+        #[arg(long, value_name = "N")]
+        slow_ms: Option<u64>,
+        /// The relay's connection limit, to check rule 4.3 (opens that many connections).
+        #[arg(long, value_name = "N")]
+        max_connections: Option<usize>,
+        /// Run these session files instead of the built-in suite (repeatable).
+        #[arg(long = "session", value_name = "FILE")]
+        sessions: Vec<PathBuf>,
+    },
+    /// List the cases: id, level, description.
+    List,
+    /// Record a session: a proxy that forwards to UPSTREAM and writes what happens as a
+    /// session file when stopped (Ctrl-C / SIGTERM).
+    Record {
+        /// Where clients connect, e.g. 127.0.0.1:9001.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// The relay to forward to.
+        #[arg(long, value_name = "URL")]
+        upstream: String,
+        /// The session file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The case id to give the session.
+        #[arg(long, default_value = "0.0/1")]
+        id: String,
+        /// Its one-line description.
+        #[arg(long, default_value = "recorded session")]
+        description: String,
+        /// Trust only this PEM certificate for a wss:// upstream.
+        #[arg(long, value_name = "PEM")]
+        ca_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// One line per case and a summary line.
+    Text,
+    /// The whole report as JSON.
+    Json,
+    /// JUnit XML, for CI systems.
+    Junit,
+}
+
+const EXAMPLES: &str = "Examples:
+  compendium-conformance list
+  compendium-conformance run --url ws://127.0.0.1:8001
+  compendium-conformance run --url wss://relay.example --ca-cert ca.pem 3. --strict
+  compendium-conformance run --url ws://127.0.0.1:8001 --format junit > conformance.xml
+  compendium-conformance record --listen 127.0.0.1:9001 --upstream ws://127.0.0.1:8001 --out my-case.json
+  compendium-conformance run --url ws://127.0.0.1:8001 --session my-case.json";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("compendium-conformance: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::List => list(),
+            Command::Run {
+                url,
+                prefixes,
+                strict,
+                format,
+                timeout_ms,
+                ca_cert,
+                slow_ms,
+                max_connections,
+                sessions,
+            } => {
+                let cases = match load_cases(&sessions) {
+                    Ok(cases) => cases,
+                    Err(err) => {
+                        eprintln!("compendium-conformance: {err}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let mut options = RunOptions::new(url);
+                options.prefixes = prefixes;
+                options.strict = strict;
+                options.timeout = Duration::from_millis(timeout_ms);
+                options.client = client(ca_cert);
+                options.slow = slow_ms.map(Duration::from_millis);
+                options.max_connections = max_connections;
+                let report = run(&cases, &options).await;
+                if report.results.is_empty() {
+                    eprintln!(
+                        "compendium-conformance: no case matches {:?}",
+                        options.prefixes
+                    );
+                    return ExitCode::from(2);
+                }
+                print!(
+                    "{}",
+                    match format {
+                        Format::Text => report.text(),
+                        Format::Json => report.json() + "\n",
+                        Format::Junit => report.junit() + "\n",
+                    }
+                );
+                if report.failed() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Command::Record {
+                listen,
+                upstream,
+                out,
+                id,
+                description,
+                ca_cert,
+            } => {
+                record(
+                    listen,
+                    &upstream,
+                    &out,
+                    Labels { id, description },
+                    client(ca_cert),
+                )
+                .await
+            }
+        }
+    })
+}
+
+fn client(ca_cert: Option<PathBuf>) -> ClientBuilder {
+    let client = ClientBuilder::default();
+    match ca_cert {
+        Some(pem) => client.ca_cert(pem),
+        None => client,
+    }
+}
+
+fn load_cases(files: &[PathBuf]) -> Result<Vec<Case>, String> {
+    if files.is_empty() {
+        return case::all().map_err(|e| e.to_string());
+    }
+    files
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let session =
+                session::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+            Ok(Case::from_session(session))
+        })
+        .collect()
+}
+
+fn list() -> ExitCode {
+    match case::all() {
+        Ok(cases) => {
+            for case in cases {
+                println!(
+                    "{:<8} {:<6} {}",
+                    case.meta.id, case.meta.level, case.meta.description
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("compendium-conformance: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn record(
+    listen: std::net::SocketAddr,
+    upstream: &str,
+    out: &PathBuf,
+    labels: Labels,
+    client: ClientBuilder,
+) -> ExitCode {
+    let recorder = match Recorder::bind(listen, upstream, client).await {
+        Ok(recorder) => recorder,
+        Err(err) => {
+            eprintln!("compendium-conformance: cannot listen on {listen}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let local = recorder
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
+    eprintln!(
+        "recording: connect clients to ws://{local} (forwarding to {upstream}); Ctrl-C to stop and write {}",
+        out.display()
+    );
+    let session = recorder.run(stop_signal(), labels).await;
+    let text = serde_json::to_string_pretty(&session).unwrap_or_default() + "\n";
+    match std::fs::write(out, text) {
+        Ok(()) => {
+            eprintln!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "compendium-conformance: cannot write {}: {err}",
+                out.display()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
