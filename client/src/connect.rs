@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::{Error, Result};
 
@@ -116,9 +117,15 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
                 Box::new(stream)
             }
         };
-        let (socket, _response) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .map_err(|e| Error::Connect(format!("WebSocket handshake with {}: {e}", dial.url)))?;
+        // tungstenite's default 128 KiB read buffer is allocated up front; a client (or a
+        // load generator holding thousands of connections) does not need it.
+        let config = WebSocketConfig::default().read_buffer_size(4 << 10);
+        let (socket, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(|e| {
+                    Error::Connect(format!("WebSocket handshake with {}: {e}", dial.url))
+                })?;
         Ok(socket)
     };
     tokio::time::timeout(dial.handshake_timeout, handshake)

@@ -8,11 +8,13 @@
 //! - Verdicts ([`report::Verdict`]): PASS, FAIL, NON-STRICT, UNSUPPORTED, SKIPPED; closing
 //!   behaviour is judged separately.
 //! - [`recorder`] turns a real session through a proxy into a session file.
+//! - [`load`] measures any relay's throughput and latency while checking every delivery.
 
 pub mod bindings;
 pub mod case;
 pub mod code_cases;
 pub mod jsoneq;
+pub mod load;
 pub mod matcher;
 pub mod peer;
 pub mod recorder;

@@ -9,7 +9,7 @@ use compendium_client::ClientBuilder;
 use compendium_conformance::case::{self, Case};
 use compendium_conformance::recorder::{Labels, Recorder};
 use compendium_conformance::runner::{RunOptions, run};
-use compendium_conformance::session;
+use compendium_conformance::{load, session};
 
 /// Conformance suite for Compendium WebSocket relays.
 ///
@@ -59,6 +59,39 @@ enum Command {
     },
     /// List the cases: id, level, description.
     List,
+    /// Generate load against a relay and measure it: pairs of clients route to each other;
+    /// every delivery is checked (once, in order, unchanged); reports msgs/s and latency
+    /// percentiles. Exit status 1 if anything was lost, reordered or changed.
+    Load {
+        /// The relay.
+        #[arg(long, env = "CONFORMANCE_URL", default_value = "ws://127.0.0.1:8001")]
+        url: String,
+        /// Client pairs.
+        #[arg(long, default_value_t = 16)]
+        pairs: usize,
+        /// Size of each msg, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 256)]
+        size: usize,
+        /// Seconds to send for (with --idle: seconds to hold the connections).
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// pingpong: one message in flight per direction; flood: --window in flight.
+        #[arg(long, value_enum, default_value_t = LoadMode::Pingpong)]
+        mode: LoadMode,
+        /// Messages in flight per direction in flood mode.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Instead: open this many connections that INIT and hold them (for memory
+        /// measurements); prints one line when they are all open.
+        #[arg(long, value_name = "N")]
+        idle: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Trust only this PEM certificate for wss://.
+        #[arg(long, value_name = "PEM")]
+        ca_cert: Option<PathBuf>,
+    },
     /// Record a session: a proxy that forwards to UPSTREAM and writes what happens as a
     /// session file when stopped (Ctrl-C / SIGTERM).
     Record {
@@ -81,6 +114,14 @@ enum Command {
         #[arg(long, value_name = "PEM")]
         ca_cert: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LoadMode {
+    /// One message in flight per direction.
+    Pingpong,
+    /// --window messages in flight per direction.
+    Flood,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -163,6 +204,65 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
             }
+            Command::Load {
+                url,
+                pairs,
+                size,
+                secs,
+                mode,
+                window,
+                idle,
+                json,
+                ca_cert,
+            } => {
+                let duration = match Duration::try_from_secs_f64(secs) {
+                    Ok(duration) => duration,
+                    Err(_) => {
+                        eprintln!("compendium-conformance: --secs {secs} is not a usable duration");
+                        return ExitCode::from(2);
+                    }
+                };
+                let client = client(ca_cert);
+                match idle {
+                    Some(count) => hold_idle(&url, &client, count, duration, json).await,
+                    None => {
+                        let mode = match mode {
+                            LoadMode::Pingpong => load::Mode::Pingpong,
+                            LoadMode::Flood => load::Mode::Flood,
+                        };
+                        let options = load::LoadOptions {
+                            url,
+                            pairs,
+                            size,
+                            duration,
+                            mode,
+                            window,
+                            client,
+                        };
+                        match load::run(&options).await {
+                            Ok(report) => {
+                                if json {
+                                    println!(
+                                        "{}",
+                                        serde_json::to_string(&report).unwrap_or_default()
+                                    );
+                                } else {
+                                    print!("{}", report.text());
+                                }
+                                if report.valid {
+                                    ExitCode::SUCCESS
+                                } else {
+                                    ExitCode::from(1)
+                                }
+                            }
+                            Err(err) => {
+                                eprintln!("compendium-conformance: load: {err}");
+                                ExitCode::from(1)
+                            }
+                        }
+                    }
+                }
+            }
             Command::Record {
                 listen,
                 upstream,
@@ -206,6 +306,37 @@ fn load_cases(files: &[PathBuf]) -> Result<Vec<Case>, String> {
             Ok(Case::from_session(session))
         })
         .collect()
+}
+
+/// Open `count` idle connections, say so on one line, hold them for `hold`.
+async fn hold_idle(
+    url: &str,
+    client: &ClientBuilder,
+    count: usize,
+    hold: Duration,
+    json: bool,
+) -> ExitCode {
+    let (sockets, errors) = load::open_idle(url, client, count).await;
+    if json {
+        let line = serde_json::json!({"idle": count, "opened": sockets.len(), "failed": errors.len(), "errors": errors.iter().take(5).collect::<Vec<_>>()});
+        println!("{line}");
+    } else {
+        println!(
+            "holding {} connections ({} failed)",
+            sockets.len(),
+            errors.len()
+        );
+        for error in errors.iter().take(5) {
+            eprintln!("  {error}");
+        }
+    }
+    tokio::time::sleep(hold).await;
+    drop(sockets);
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn list() -> ExitCode {

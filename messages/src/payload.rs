@@ -87,6 +87,19 @@ impl Payload {
         Self(raw.to_owned())
     }
 
+    /// The DELIVER frame carrying this payload: the same text as
+    /// `Message::deliver(payload).to_json()` (a test checks they agree), built without
+    /// the general serializer because a relay writes one per message.
+    #[must_use]
+    pub fn deliver_frame(&self) -> String {
+        const HEAD: &str = r#"{"type":"DELIVER","msg":"#;
+        let mut frame = String::with_capacity(HEAD.len() + self.as_str().len() + 1);
+        frame.push_str(HEAD);
+        frame.push_str(self.as_str());
+        frame.push('}');
+        frame
+    }
+
     /// The payload's JSON text, exactly as it will be written on the wire.
     #[must_use]
     pub fn as_str(&self) -> &str {

@@ -31,6 +31,10 @@ pub(crate) struct Arm {
 
 pub(crate) struct Schemas {
     pub(crate) arms: Vec<Arm>,
+    /// Whether the schema's INIT and ROUTE arms are exactly what `parse`'s fast path
+    /// assumes (see [`fast_path_matches`]); if a schema change breaks that, the fast path
+    /// switches itself off and every message takes the full validation.
+    pub(crate) fast_path: bool,
 }
 
 impl Schemas {
@@ -103,7 +107,65 @@ fn compile(text: &str) -> Result<Schemas, String> {
             opaque,
         });
     }
-    Ok(Schemas { arms })
+    let fast_path = fast_path_matches(&root);
+    Ok(Schemas { arms, fast_path })
+}
+
+/// The shapes `parse`'s fast path accepts without the general machinery:
+/// `{"type":"INIT"}` and `{"type":"ROUTE","EpheWssAddr":<32 lowercase hex>,"msg":{…}}`.
+/// True only if the schema says exactly that: INIT has the sole member `type`; ROUTE has
+/// exactly `type`, `EpheWssAddr` and `msg`, all required, no others; the address is the
+/// `^[0-9a-f]{32}$` string; `msg` is an opaque object.
+fn fast_path_matches(root: &Value) -> bool {
+    let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
+    let arm = |name: &str| {
+        root.get("oneOf")?.as_array()?.iter().find(|arm| {
+            arm.pointer("/properties/type/const")
+                .and_then(Value::as_str)
+                == Some(name)
+        })
+    };
+    let exact_members = |arm: &Value, members: &[&str]| {
+        let props = arm.get("properties").and_then(Value::as_object);
+        let required: Vec<&str> = arm
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        props
+            .is_some_and(|p| p.len() == members.len() && members.iter().all(|m| p.contains_key(*m)))
+            && members.iter().all(|m| required.contains(m))
+            && arm.get("additionalProperties") == Some(&Value::Bool(false))
+            && arm.get("type").and_then(Value::as_str) == Some("object")
+    };
+    let Some(init) = arm("INIT") else {
+        return false;
+    };
+    let Some(route) = arm("ROUTE") else {
+        return false;
+    };
+    let address_ok = route
+        .pointer("/properties/EpheWssAddr/$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| defs.get(name))
+        .is_some_and(|def| {
+            def.get("type").and_then(Value::as_str) == Some("string")
+                && def.get("pattern").and_then(Value::as_str) == Some("^[0-9a-f]{32}$")
+                && def.as_object().is_some_and(|o| {
+                    o.keys().all(|k| {
+                        ["type", "pattern"].contains(&k.as_str())
+                            || ANNOTATIONS.contains(&k.as_str())
+                    })
+                })
+        });
+    let msg_ok = route
+        .pointer("/properties/msg")
+        .is_some_and(|msg| is_opaque_object(msg, &defs));
+    exact_members(init, &["type"])
+        && exact_members(route, &["type", "EpheWssAddr", "msg"])
+        && address_ok
+        && msg_ok
 }
 
 /// Whether `schema` is `{"$ref": "#/$defs/X"}` where X only requires "an object".
@@ -145,6 +207,28 @@ mod tests {
             Some(vec!["msg".to_owned()])
         );
         assert!(schemas.arm("ERR").is_some_and(|a| a.opaque.is_empty()));
+        assert!(
+            schemas.fast_path,
+            "the shipped schema enables parse's fast path"
+        );
+    }
+
+    #[test]
+    fn a_schema_change_switches_the_fast_path_off() {
+        let mut root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        let route = root["oneOf"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|a| a["properties"]["type"]["const"] == "ROUTE")
+            .unwrap();
+        route["properties"]["priority"] = serde_json::json!({"type": "integer"});
+        assert!(!fast_path_matches(&root));
+        let mut root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        root["$defs"]["EpheWssAddr"]["pattern"] = serde_json::json!("^[0-9a-f]{64}$");
+        assert!(!fast_path_matches(&root));
+        let root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        assert!(fast_path_matches(&root));
     }
 
     #[test]

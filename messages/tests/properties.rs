@@ -109,6 +109,38 @@ proptest! {
     }
 
     #[test]
+    fn deliver_frame_is_the_serializer_output(p in payload()) {
+        prop_assert_eq!(p.deliver_frame(), Message::deliver(p.clone()).to_json());
+    }
+
+    #[test]
+    fn near_routes_agree_with_the_schema(
+        ty in prop_oneof![Just("\"ROUTE\""), Just("\"INIT\""), Just("\"\\u0052OUTE\""), Just("\"ROUTE \"")],
+        address in prop_oneof![
+            any::<u128>().prop_map(|n| format!("\"{n:032x}\"")),
+            "[0-9a-fA-F]{31,33}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"\\u0030123456789abcdef0123456789abcdef\"".to_owned()),
+            Just("12".to_owned()),
+        ],
+        msg in prop_oneof![Just("{}"), Just("{\"a\": [1, {\"b\": null}]}"), Just("[]"), Just("\"{}\""), Just("null")],
+        extra in prop_oneof![Just(""), Just(",\"x\":1"), Just(",\"msg\":{}")],
+        order in 0..3usize,
+    ) {
+        // Shapes the fast path must judge exactly as the full schema validation does.
+        let members = [format!("\"type\":{ty}"), format!("\"EpheWssAddr\":{address}"), format!("\"msg\":{msg}")];
+        let mut ordered = members.to_vec();
+        ordered.rotate_left(order);
+        let text = format!("{{{}{extra}}}", ordered.join(","));
+        let parsed = Message::parse(&text);
+        let value: Result<Value, _> = serde_json::from_str(&text);
+        let schema_accepts = value.as_ref().is_ok_and(|v| REFERENCE.is_valid(v)) && !extra.contains("msg");
+        prop_assert_eq!(parsed.is_ok(), schema_accepts, "{} -> {:?}", text, parsed);
+        if let (Ok(Message::Route { msg: got, .. }), Ok(v)) = (&parsed, &value) {
+            prop_assert_eq!(serde_json::from_str::<Value>(got.as_str()).unwrap(), v["msg"].clone());
+        }
+    }
+
+    #[test]
     fn arbitrary_text_never_panics(text in ".{0,64}") {
         let _ = Message::parse(&text);
     }

@@ -37,7 +37,14 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) here; off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Each connection's initial read buffer, which is also the most read per syscall.
+    /// Small keeps idle connections cheap (the buffer grows to fit larger frames); large
+    /// saves syscalls for large messages. See the README's performance section.
+    pub read_buffer_bytes: usize,
 }
+
+/// The default of [`Config::read_buffer_bytes`].
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 512;
 
 /// PEM files for `wss://`.
 #[derive(Debug, Clone)]
@@ -63,6 +70,7 @@ impl Default for Config {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             metrics_listen: None,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
         }
     }
 }
@@ -93,6 +101,7 @@ impl Config {
             ("max queue", self.max_queue),
             ("max queue bytes", self.max_queue_bytes),
             ("max connections", self.max_connections),
+            ("read buffer bytes", self.read_buffer_bytes),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));

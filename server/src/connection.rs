@@ -151,11 +151,16 @@ where
     let mut ping = tokio::time::interval_at(last_seen + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+    // Created once: building and registering a fresh `cancelled()` future on every turn of
+    // the loop costs a lock per message.
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
+
     // Not `biased`: a busy outbound queue must not starve the client's own frames, and
     // vice versa.
     let exit = loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break Exit::Shutdown,
+            () = &mut shutdown => break Exit::Shutdown,
             Some(frame) = rx.recv() => {
                 if let Err(err) = write_batch(&mut ws, frame, &mut rx, &queued_bytes, &shared).await {
                     break Exit::of(&err);

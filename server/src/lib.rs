@@ -14,6 +14,7 @@
 //! Embed it with [`Server::bind`] then [`Server::run`]; the `compendium-server` binary is
 //! a thin CLI over the same calls.
 
+mod burst;
 mod config;
 mod connection;
 mod error;
@@ -25,7 +26,7 @@ mod relay;
 mod server;
 mod tls;
 
-pub use config::{Config, TlsFiles};
+pub use config::{Config, DEFAULT_READ_BUFFER_BYTES, TlsFiles};
 pub use error::Error;
 pub use server::{Handle, Server};
 

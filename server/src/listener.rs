@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::burst::BurstReader;
 use crate::connection;
 use crate::server::Shared;
 
@@ -56,22 +57,60 @@ async fn handle(
     shared: Arc<Shared>,
 ) {
     let deadline = Instant::now() + shared.config.handshake_timeout;
+    // A future is as large as its largest state, for as long as it lives. So each stage
+    // that a live connection no longer needs (TLS and WebSocket handshakes) runs in its own
+    // boxed future, freed when done, and no value from one stage (a match scrutinee, a
+    // moved-from local) is kept across the next stage's `.await`.
+    let stream = BurstReader::new(stream);
     match tls {
         None => upgrade(stream, peer, deadline, shared).await,
-        Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => upgrade(stream, peer, deadline, shared).await,
-            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
-            Err(_) => tracing::debug!("TLS handshake timed out"),
-        },
+        Some(acceptor) => Box::pin(upgrade_tls(stream, acceptor, peer, deadline, shared)).await,
     }
+}
+
+async fn upgrade_tls(
+    stream: BurstReader<TcpStream>,
+    acceptor: TlsAcceptor,
+    peer: SocketAddr,
+    deadline: Instant,
+    shared: Arc<Shared>,
+) {
+    let stream = match timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
+        Err(_) => return tracing::debug!("TLS handshake timed out"),
+    };
+    upgrade(stream, peer, deadline, shared).await;
 }
 
 async fn upgrade<S>(stream: S, peer: SocketAddr, deadline: Instant, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // The connection limit is checked inside the handshake so that a refused client gets
-    // a real HTTP 503 (rule 4.3); the permit lives as long as the connection.
+    let (relay, permit) = match Box::pin(handshake(stream, deadline, &shared)).await {
+        Some((ws, permit)) => (Box::pin(connection::run(ws, Arc::clone(&shared))), permit),
+        None => return,
+    };
+    tracing::debug!(%peer, "connected");
+    let exit = relay.await;
+    drop(permit);
+    shared.ended.send_modify(|n| *n += 1);
+    tracing::info!(reason = exit.as_str(), "disconnected");
+}
+
+/// The WebSocket handshake, with the connection limit checked inside it so that a refused
+/// client gets a real HTTP 503 (rule 4.3); the permit lives as long as the connection.
+async fn handshake<S>(
+    stream: S,
+    deadline: Instant,
+    shared: &Shared,
+) -> Option<(
+    tokio_tungstenite::WebSocketStream<S>,
+    tokio::sync::OwnedSemaphorePermit,
+)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut permit = None;
     // The callback's signature is tungstenite's; the large error type is theirs.
     #[allow(clippy::result_large_err)]
@@ -100,19 +139,12 @@ where
         Ok(Ok(ws)) => ws,
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "WebSocket handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!("WebSocket handshake timed out");
-            return;
+            return None;
         }
     };
-    let Some(permit) = permit else {
-        return;
-    };
-    tracing::debug!(%peer, "connected");
-    let exit = connection::run(ws, Arc::clone(&shared)).await;
-    drop(permit);
-    shared.ended.send_modify(|n| *n += 1);
-    tracing::info!(reason = exit.as_str(), "disconnected");
+    Some((ws, permit?))
 }

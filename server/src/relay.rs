@@ -156,7 +156,7 @@ impl<M: Mailbox + Clone> Relay<M> {
             Err(err) => Outcome::error(codes::INVALID_MESSAGE, err.to_string()),
             Ok(Message::Init) => self.init(session),
             Ok(Message::Route { ephe_wss_addr, msg }) => {
-                let frame = Message::deliver(msg).to_json();
+                let frame = msg.deliver_frame();
                 match self.registry.deliver(ephe_wss_addr, frame) {
                     Delivery::Queued => Outcome::Routed,
                     Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),

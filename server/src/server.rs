@@ -93,9 +93,10 @@ impl Server {
             // The reader reserves a frame's announced length up front: never more than a
             // whole message may be.
             .max_frame_size(Some(config.max_message_bytes))
-            // tungstenite's default 128 KiB read buffer would dominate an idle connection's
-            // memory; 4 KiB costs no measurable throughput.
-            .read_buffer_size(4 << 10);
+            // tungstenite allocates this read buffer up front (its default is 128 KiB) and
+            // grows it to fit each frame it receives; it is also the most it reads per
+            // syscall. See `Config::read_buffer_bytes`.
+            .read_buffer_size(config.read_buffer_bytes);
         let shared = Arc::new(Shared {
             relay: Relay::new(
                 Arc::new(Registry::new()),

@@ -2,6 +2,8 @@
 //!
 //! `main` only parses the command line and dispatches; each chore lives in its own module.
 
+mod bench;
+mod chart;
 mod codegen;
 mod ensure;
 mod vendor;
@@ -33,6 +35,14 @@ enum Command {
     /// Prove `messages/` works vendored alone: copy it outside the repository, depend on
     /// the copy by path from a throwaway crate, build it and parse a message with it.
     CheckVendor,
+    /// Benchmark compendium-server against the bare baseline relay (release builds, A/B
+    /// alternating, medians, RSS from /proc) and write bench/results/<date>.{json,md,svg}
+    /// plus the README's performance section. Takes a few minutes; --quick < 2 minutes.
+    Bench {
+        /// Shorter runs, one repetition, smaller idle test; does not touch the README.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +54,7 @@ fn main() -> ExitCode {
             ensure::Mode::Write
         }),
         Command::CheckVendor => vendor::run(),
+        Command::Bench { quick } => bench::run(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,543 @@
+//! `cargo xtask bench`: compendium-server against a bare baseline relay, measured with
+//! the project's own load generator, reported as ratios of medians from the same run.
+//!
+//! Both servers are built in release mode. Every workload runs A/B/A/B… (baseline, ours)
+//! with a fresh server process per run; idle-connection memory is the server's RSS (from
+//! /proc) with N connections open minus its RSS when empty. Writes
+//! `bench/results/<date>.{json,md,svg}` and the README's performance section.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::project_root;
+
+/// One row of the matrix.
+struct Workload {
+    name: &'static str,
+    mode: &'static str,
+    pairs: usize,
+    size: usize,
+    window: usize,
+    /// Ours / baseline msgs/s must be at least this.
+    min_ratio: f64,
+    /// Ours / baseline p99 must be at most this, where the issue sets a latency target.
+    max_p99_ratio: Option<f64>,
+}
+
+const MATRIX: &[Workload] = &[
+    Workload {
+        name: "pingpong 1×256 B",
+        mode: "pingpong",
+        pairs: 1,
+        size: 256,
+        window: 1,
+        min_ratio: 0.95,
+        max_p99_ratio: Some(1.1),
+    },
+    Workload {
+        name: "pingpong 16×256 B",
+        mode: "pingpong",
+        pairs: 16,
+        size: 256,
+        window: 1,
+        min_ratio: 0.95,
+        max_p99_ratio: Some(1.1),
+    },
+    Workload {
+        name: "pingpong 256×256 B",
+        mode: "pingpong",
+        pairs: 256,
+        size: 256,
+        window: 1,
+        min_ratio: 0.95,
+        max_p99_ratio: Some(1.1),
+    },
+    Workload {
+        name: "pingpong 16×16 KiB",
+        mode: "pingpong",
+        pairs: 16,
+        size: 16 << 10,
+        window: 1,
+        min_ratio: 0.95,
+        max_p99_ratio: None,
+    },
+    Workload {
+        name: "pingpong 256×16 KiB",
+        mode: "pingpong",
+        pairs: 256,
+        size: 16 << 10,
+        window: 1,
+        min_ratio: 0.95,
+        max_p99_ratio: None,
+    },
+    Workload {
+        name: "flood 16×256 B w64",
+        mode: "flood",
+        pairs: 16,
+        size: 256,
+        window: 64,
+        min_ratio: 0.90,
+        max_p99_ratio: None,
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Server {
+    Baseline,
+    Ours,
+}
+
+impl Server {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Ours => "compendium-server",
+        }
+    }
+}
+
+struct Plan {
+    quick: bool,
+    secs: f64,
+    reps: usize,
+    idle: usize,
+    many_idle: Option<usize>,
+}
+
+pub(crate) fn run(quick: bool) -> Result<()> {
+    let plan = if quick {
+        Plan {
+            quick,
+            secs: 1.5,
+            reps: 1,
+            idle: 2_000,
+            many_idle: None,
+        }
+    } else {
+        Plan {
+            quick,
+            secs: 5.0,
+            reps: 3,
+            idle: 10_000,
+            many_idle: Some(19_000),
+        }
+    };
+    let root = project_root();
+    build(&root)?;
+    let bin = root.join("target/release");
+
+    let mut runs = Vec::new();
+    for workload in MATRIX {
+        for rep in 0..plan.reps {
+            for server in [Server::Baseline, Server::Ours] {
+                let result = throughput_run(&bin, server, workload, plan.secs)
+                    .with_context(|| format!("{} on {}", workload.name, server.label()))?;
+                eprintln!(
+                    "{:<22} {:<18} rep {}: {:>9.0} msgs/s  p99 {:>6} µs{}",
+                    workload.name,
+                    server.label(),
+                    rep + 1,
+                    result["msgs_per_sec"].as_f64().unwrap_or_default(),
+                    result["latency_us"]["p99"],
+                    if result["valid"] == true {
+                        ""
+                    } else {
+                        "  INVALID"
+                    }
+                );
+                runs.push(json!({"workload": workload.name, "server": server.label(), "rep": rep + 1, "result": result}));
+            }
+        }
+    }
+
+    let mut memory = Vec::new();
+    for server in [Server::Baseline, Server::Ours] {
+        for rep in 0..plan.reps {
+            let m = idle_run(&bin, server, plan.idle)
+                .with_context(|| format!("idle on {}", server.label()))?;
+            eprintln!(
+                "idle {} on {:<18} rep {}: {:.1} KiB per connection",
+                plan.idle,
+                server.label(),
+                rep + 1,
+                m["kib_per_connection"].as_f64().unwrap_or_default()
+            );
+            memory.push(json!({"server": server.label(), "rep": rep + 1, "result": m}));
+        }
+    }
+    let many = match plan.many_idle {
+        Some(count) => {
+            let m = idle_run(&bin, Server::Ours, count).context("many idle connections")?;
+            eprintln!("idle {count} on compendium-server: {} opened", m["opened"]);
+            Some(m)
+        }
+        None => None,
+    };
+
+    let summary = summarize(&runs, &memory, many.as_ref(), &plan);
+    let date = today()?;
+    let report = json!({
+        "date": date,
+        "quick": plan.quick,
+        "secs_per_run": plan.secs,
+        "repetitions": plan.reps,
+        "machine": machine(),
+        "summary": summary,
+        "runs": runs,
+        "memory": memory,
+        "many_idle": many,
+    });
+    let dir = root.join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let stem = if plan.quick {
+        format!("{date}-quick")
+    } else {
+        date.clone()
+    };
+    let table = markdown(&report);
+    std::fs::write(
+        dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(dir.join(format!("{stem}.md")), &table)?;
+    let svg = dir.join(format!("{stem}.svg"));
+    crate::chart::draw(&report, &svg)?;
+    println!("{table}");
+    println!("wrote bench/results/{stem}.json, .md, .svg");
+    if !plan.quick {
+        update_readme(&root, &table, &format!("bench/results/{stem}.svg"))?;
+        println!("updated the README's performance section");
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "compendium-server",
+            "--bin",
+            "compendium-server",
+            "--example",
+            "bare_relay",
+            "-p",
+            "compendium-conformance",
+            "--bin",
+            "compendium-conformance",
+        ])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building the benchmark binaries failed");
+    }
+    Ok(())
+}
+
+/// A server process and the URL it printed once bound.
+struct Running {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn rss_kib(&self) -> Result<u64> {
+        rss_kib(self.child.id())
+    }
+}
+
+fn start(bin: &Path, server: Server) -> Result<Running> {
+    let mut command = match server {
+        Server::Baseline => {
+            let mut c = Command::new(bin.join("examples/bare_relay"));
+            c.arg("127.0.0.1:0");
+            c
+        }
+        Server::Ours => {
+            let mut c = Command::new(bin.join("compendium-server"));
+            c.args(["--listen", "127.0.0.1:0"]).env("RUST_LOG", "info");
+            c
+        }
+    };
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the server")?;
+    // Both servers print "listening on ws://ADDR" (ours on stderr, the baseline on stdout);
+    // drain both pipes on threads so a chatty server never blocks on them.
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the server printed no listening line")?;
+        if let Some(url) = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return Ok(Running {
+                child,
+                url: url.to_owned(),
+            });
+        }
+    }
+}
+
+fn load_command(bin: &Path, url: &str) -> Command {
+    let mut command = Command::new(bin.join("compendium-conformance"));
+    command.args(["load", "--url", url, "--json"]);
+    command
+}
+
+fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result<Value> {
+    let running = start(bin, server)?;
+    let output = load_command(bin, &running.url)
+        .args([
+            "--pairs",
+            &w.pairs.to_string(),
+            "--size",
+            &w.size.to_string(),
+            "--secs",
+            &secs.to_string(),
+        ])
+        .args(["--mode", w.mode, "--window", &w.window.to_string()])
+        .output()
+        .context("running the load generator")?;
+    let mut result: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("load output: {}", String::from_utf8_lossy(&output.stderr)))?;
+    result["server_rss_kib"] = json!(running.rss_kib().unwrap_or(0));
+    Ok(result)
+}
+
+fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
+    let running = start(bin, server)?;
+    let empty = running.rss_kib()?;
+    let mut load = load_command(bin, &running.url)
+        .args(["--idle", &count.to_string(), "--secs", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running the load generator")?;
+    let stdout = load.stdout.take().context("load stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let held: Value =
+        serde_json::from_str(&line).with_context(|| format!("idle output: {line:?}"))?;
+    let loaded = running.rss_kib()?;
+    let _ = load.kill();
+    let _ = load.wait();
+    let opened = held["opened"].as_u64().unwrap_or(0);
+    let per = if opened > 0 {
+        (loaded.saturating_sub(empty)) as f64 / opened as f64
+    } else {
+        f64::NAN
+    };
+    Ok(
+        json!({"connections": count, "opened": opened, "failed": held["failed"], "rss_empty_kib": empty, "rss_loaded_kib": loaded, "kib_per_connection": per}),
+    )
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/PID/status")
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, plan: &Plan) -> Vec<Value> {
+    let pick = |workload: &str, server: Server, field: &dyn Fn(&Value) -> f64| -> f64 {
+        median(
+            runs.iter()
+                .filter(|r| r["workload"] == workload && r["server"] == server.label())
+                .map(|r| field(&r["result"]))
+                .collect(),
+        )
+    };
+    let mut rows = Vec::new();
+    for w in MATRIX {
+        let rate = |r: &Value| r["msgs_per_sec"].as_f64().unwrap_or(f64::NAN);
+        let p99 = |r: &Value| r["latency_us"]["p99"].as_f64().unwrap_or(f64::NAN);
+        let (base, ours) = (
+            pick(w.name, Server::Baseline, &rate),
+            pick(w.name, Server::Ours, &rate),
+        );
+        let (base_p99, ours_p99) = (
+            pick(w.name, Server::Baseline, &p99),
+            pick(w.name, Server::Ours, &p99),
+        );
+        let ratio = ours / base;
+        let p99_ratio = ours_p99 / base_p99;
+        let valid = runs
+            .iter()
+            .filter(|r| r["workload"] == w.name)
+            .all(|r| r["result"]["valid"] == true);
+        let met =
+            valid && ratio >= w.min_ratio && w.max_p99_ratio.is_none_or(|max| p99_ratio <= max);
+        let target = match w.max_p99_ratio {
+            Some(max) => format!("≥ {:.2}× msgs/s, p99 ≤ {max:.1}×", w.min_ratio),
+            None => format!("≥ {:.2}× msgs/s", w.min_ratio),
+        };
+        rows.push(json!({
+            "workload": w.name, "mode": w.mode, "pairs": w.pairs, "size": w.size,
+            "baseline_msgs_per_sec": base, "ours_msgs_per_sec": ours, "ratio": ratio,
+            "baseline_p99_us": base_p99, "ours_p99_us": ours_p99, "p99_ratio": p99_ratio,
+            "valid": valid, "target": target, "met": met,
+        }));
+    }
+    let per = |server: Server| {
+        median(
+            memory
+                .iter()
+                .filter(|m| m["server"] == server.label())
+                .map(|m| {
+                    m["result"]["kib_per_connection"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN)
+                })
+                .collect(),
+        )
+    };
+    let ours_kib = per(Server::Ours);
+    rows.push(json!({
+        "workload": format!("{} idle connections after INIT", plan.idle),
+        "baseline_kib_per_connection": per(Server::Baseline), "ours_kib_per_connection": ours_kib,
+        "target": "≤ 6 KiB RSS per connection", "met": ours_kib <= 6.0,
+    }));
+    if let Some(many) = many {
+        let count = many["connections"].as_u64().unwrap_or(0);
+        rows.push(json!({
+            "workload": format!("{count} idle connections"),
+            "opened": many["opened"], "ours_kib_per_connection": many["kib_per_connection"],
+            "target": "holds them all", "met": many["opened"] == many["connections"],
+        }));
+    }
+    rows
+}
+
+fn markdown(report: &Value) -> String {
+    let mut out = format!(
+        "Measured {} on {} ({}; {} s per run, {} repetition(s), A/B alternating, medians):\n\n\
+         | workload | baseline | compendium-server | ratio | p99 baseline → ours | target | met |\n|---|---|---|---|---|---|---|\n",
+        report["date"].as_str().unwrap_or("?"),
+        report["machine"]["cpus"],
+        report["machine"]["kernel"].as_str().unwrap_or("?"),
+        report["secs_per_run"],
+        report["repetitions"],
+    );
+    for row in report["summary"].as_array().into_iter().flatten() {
+        let met = if row["met"] == true { "yes" } else { "**no**" };
+        if let Some(base) = row["baseline_msgs_per_sec"].as_f64() {
+            out.push_str(&format!(
+                "| {} | {:.0} msgs/s | {:.0} msgs/s | {:.2}× | {:.0} → {:.0} µs ({:.2}×) | {} | {met} |\n",
+                row["workload"].as_str().unwrap_or("?"),
+                base,
+                row["ours_msgs_per_sec"].as_f64().unwrap_or(f64::NAN),
+                row["ratio"].as_f64().unwrap_or(f64::NAN),
+                row["baseline_p99_us"].as_f64().unwrap_or(f64::NAN),
+                row["ours_p99_us"].as_f64().unwrap_or(f64::NAN),
+                row["p99_ratio"].as_f64().unwrap_or(f64::NAN),
+                row["target"].as_str().unwrap_or(""),
+            ));
+        } else if let Some(base) = row["baseline_kib_per_connection"].as_f64() {
+            out.push_str(&format!(
+                "| {} | {:.1} KiB/conn | {:.1} KiB/conn | | | {} | {met} |\n",
+                row["workload"].as_str().unwrap_or("?"),
+                base,
+                row["ours_kib_per_connection"].as_f64().unwrap_or(f64::NAN),
+                row["target"].as_str().unwrap_or(""),
+            ));
+        } else {
+            out.push_str(&format!(
+                "| {} | | {} opened, {:.1} KiB/conn | | | {} | {met} |\n",
+                row["workload"].as_str().unwrap_or("?"),
+                row["opened"],
+                row["ours_kib_per_connection"].as_f64().unwrap_or(f64::NAN),
+                row["target"].as_str().unwrap_or(""),
+            ));
+        }
+    }
+    out
+}
+
+const README_START: &str = "<!-- bench:start (written by `cargo xtask bench`) -->";
+const README_END: &str = "<!-- bench:end -->";
+
+fn update_readme(root: &Path, table: &str, svg: &str) -> Result<()> {
+    let path: PathBuf = root.join("README.md");
+    let readme = std::fs::read_to_string(&path)?;
+    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
+        bail!("README.md has no {README_START} … {README_END} section");
+    };
+    let section = format!(
+        "{README_START}\n{table}\n![throughput, p99 and memory: compendium-server vs the bare baseline]({svg})\n"
+    );
+    let updated = format!("{}{section}{}", &readme[..start], &readme[end..]);
+    std::fs::write(&path, updated)?;
+    Ok(())
+}
+
+fn today() -> Result<String> {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .context("running date")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_default();
+    json!({"cpus": format!("{cpus} CPUs"), "kernel": kernel})
+}
