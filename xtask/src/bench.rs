@@ -217,6 +217,17 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Redraw the chart of a results file, next to it.
+pub(crate) fn redraw(results: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(results)
+        .with_context(|| format!("reading {}", results.display()))?;
+    let report: Value = serde_json::from_str(&text).context("not a results file")?;
+    let svg = results.with_extension("svg");
+    crate::chart::draw(&report, &svg)?;
+    println!("wrote {}", svg.display());
+    Ok(())
+}
+
 fn build(root: &Path) -> Result<()> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)

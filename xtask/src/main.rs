@@ -42,6 +42,9 @@ enum Command {
         /// Shorter runs, one repetition, smaller idle test; does not touch the README.
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: redraw the chart of an existing results file (its .svg).
+        #[arg(long, value_name = "RESULTS.json")]
+        chart: Option<PathBuf>,
     },
 }
 
@@ -54,7 +57,11 @@ fn main() -> ExitCode {
             ensure::Mode::Write
         }),
         Command::CheckVendor => vendor::run(),
-        Command::Bench { quick } => bench::run(quick),
+        Command::Bench {
+            chart: Some(results),
+            ..
+        } => bench::redraw(&results),
+        Command::Bench { quick, chart: None } => bench::run(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
