@@ -302,14 +302,16 @@ fn count(shared: &Shared, outcome: &Outcome) {
         Outcome::Routed => {
             metrics.messages_routed.inc();
         }
+        Outcome::TargetFull => {
+            metrics.queue_full.inc();
+            let code = compendium_messages::codes::UNAVAILABLE;
+            metrics.errors.get_or_create(&CodeLabel { code }).inc();
+        }
         Outcome::Error { code, .. } => {
             metrics
                 .errors
                 .get_or_create(&CodeLabel { code: *code })
                 .inc();
-            if *code == compendium_messages::codes::UNAVAILABLE {
-                metrics.queue_full.inc();
-            }
         }
     }
 }

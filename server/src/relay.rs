@@ -31,6 +31,8 @@ pub(crate) enum Outcome {
     },
     /// ROUTE: the DELIVER is queued for the target; nothing is sent back (rule 3.3).
     Routed,
+    /// ROUTE refused because the target's queue is full: answer ERR 503 (rule 3.8).
+    TargetFull,
     /// Refused: answer ERR `code` with `message`.
     Error { code: u16, message: String },
 }
@@ -41,6 +43,10 @@ impl Outcome {
         match self {
             Self::Assigned { address, .. } => Some(Message::init_resp(*address)),
             Self::Routed => None,
+            Self::TargetFull => Some(Message::err(
+                codes::UNAVAILABLE,
+                "the target is not reading fast enough and its queue is full; this message was not delivered",
+            )),
             Self::Error { code, message } => Some(Message::err(*code, message.clone())),
         }
     }
@@ -160,11 +166,7 @@ impl<M: Mailbox + Clone> Relay<M> {
                 match self.registry.deliver(ephe_wss_addr, frame) {
                     Delivery::Queued => Outcome::Routed,
                     Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
-                    Delivery::Refused(Refusal::Full) => Outcome::error(
-                        codes::UNAVAILABLE,
-                        "the target is not reading fast enough and its queue is full; \
-                         this message was not delivered",
-                    ),
+                    Delivery::Refused(Refusal::Full) => Outcome::TargetFull,
                     Delivery::Refused(Refusal::Gone) => {
                         Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT)
                     }
@@ -364,10 +366,11 @@ mod tests {
             Input::Text(&route(b_addr, r#"{"n":2}"#)),
             Instant::now(),
         );
-        assert!(
-            matches!(refused, Outcome::Error { code: 503, .. }),
-            "{refused:?}"
-        );
+        assert_eq!(refused, Outcome::TargetFull);
+        assert!(matches!(
+            refused.reply(),
+            Some(Message::Err { err_code: 503, .. })
+        ));
         assert_eq!(b_box.frames().len(), 1);
     }
 

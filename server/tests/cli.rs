@@ -212,3 +212,20 @@ fn accept_errors_are_logged_and_the_accept_loop_keeps_running() {
     assert!(init_over(&url).starts_with(r#"{"type":"INITRESP""#));
     assert_eq!(running.terminate(), Some(0));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut command = server();
+    command.args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let mut running = Running::spawn(command);
+    let line = running.wait_for_line("listening on");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["level"], "INFO", "{line}");
+    assert!(
+        event["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on ws://127.0.0.1:")),
+        "{line}"
+    );
+    assert_eq!(running.terminate(), Some(0));
+}

@@ -405,3 +405,35 @@ async fn rule_3_10_address_released_when_tcp_drops_without_a_close_frame() {
     drop(b);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rule_3_10_many_connect_init_disconnect_cycles_leave_nothing_behind() {
+    let server = TestServer::default().await;
+    let cycles = 300u64;
+    for i in 0..cycles {
+        let mut client = server.client().await;
+        client.init().await;
+        if i % 2 == 0
+            && let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = client.ws.get_ref()
+        {
+            // Half of them vanish with a TCP reset, half close the WebSocket properly.
+            socket2::SockRef::from(tcp)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .expect("linger");
+            drop(client);
+        } else {
+            client.ws.close(None).await.expect("close");
+            while client.next_frame().await.is_some() {}
+        }
+    }
+    server.handle.wait_for_ended_connections(cycles).await;
+    assert_eq!(server.handle.live_addresses(), 0);
+    assert_eq!(server.handle.open_connections(), 0);
+    let metrics = server.handle.metrics_text();
+    assert!(metrics.contains("compendium_addresses_live 0"), "{metrics}");
+    assert!(
+        metrics.contains("compendium_connections_open 0"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
