@@ -83,7 +83,8 @@ pub async fn read_until_eof(stream: &mut TcpStream) -> Vec<ServerFrame> {
     parse(&bytes)
 }
 
-fn parse(mut bytes: &[u8]) -> Vec<ServerFrame> {
+/// The frames in bytes a server wrote (unmasked).
+pub fn parse(mut bytes: &[u8]) -> Vec<ServerFrame> {
     let mut frames = Vec::new();
     while bytes.len() >= 2 {
         let opcode = bytes[0] & 0x0f;
