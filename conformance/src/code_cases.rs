@@ -598,20 +598,9 @@ async fn idle_close(ctx: Ctx) -> Outcome {
             "needs --slow-ms above the relay's idle timeout",
         );
     };
-    let mut tcp = match raw_handshake(&ctx).await {
-        Ok(tcp) => tcp,
-        Err(outcome) => return outcome,
-    };
-    if await_eof(&mut tcp, slow).await {
-        Outcome::pass()
-    } else {
-        Outcome::with(
-            Verdict::Unsupported,
-            format!(
-                "a connection answering nothing was still open after {} ms",
-                slow.as_millis()
-            ),
-        )
+    match raw_handshake(&ctx).await {
+        Ok(tcp) => hung_up_within(tcp, slow, "a connection answering nothing").await,
+        Err(outcome) => outcome,
     }
 }
 
@@ -622,19 +611,20 @@ async fn handshake_timeout(ctx: Ctx) -> Outcome {
             "needs --slow-ms above the relay's handshake timeout",
         );
     };
-    let mut tcp = match raw_tcp(&ctx).await {
-        Ok((tcp, _)) => tcp,
-        Err(outcome) => return outcome,
-    };
+    match raw_tcp(&ctx).await {
+        Ok((tcp, _)) => hung_up_within(tcp, slow, "a silent TCP connection").await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// PASS if the relay closes `tcp` within `slow`; UNSUPPORTED if not (these rules are MAYs).
+async fn hung_up_within(mut tcp: tokio::net::TcpStream, slow: Duration, what: &str) -> Outcome {
     if await_eof(&mut tcp, slow).await {
         Outcome::pass()
     } else {
         Outcome::with(
             Verdict::Unsupported,
-            format!(
-                "a silent TCP connection was still open after {} ms",
-                slow.as_millis()
-            ),
+            format!("{what} was still open after {} ms", slow.as_millis()),
         )
     }
 }
