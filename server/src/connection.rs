@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -145,11 +145,13 @@ where
     let mut session = shared.relay.open(conn, outbox, std::time::Instant::now());
     metrics.connections_open.inc();
 
+    // One timer serves both keepalive duties (rule 4.1): it fires at the next ping or the
+    // idle deadline, whichever is first. Frames only move `last_seen`; the timer is re-armed
+    // lazily when it fires, so the hot path never touches the timer wheel.
     let mut last_seen = Instant::now();
-    let idle = tokio::time::sleep_until(last_seen + config.idle_timeout);
-    tokio::pin!(idle);
-    let mut ping = tokio::time::interval_at(last_seen + config.ping_interval, config.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_ping = last_seen + config.ping_interval;
+    let keepalive = tokio::time::sleep_until(next_ping.min(last_seen + config.idle_timeout));
+    tokio::pin!(keepalive);
 
     // Created once: building and registering a fresh `cancelled()` future on every turn of
     // the loop costs a lock per message.
@@ -191,17 +193,19 @@ where
                     }
                 }
             }
-            () = &mut idle => {
-                let deadline = last_seen + config.idle_timeout;
-                if Instant::now() >= deadline {
+            () = &mut keepalive => {
+                let now = Instant::now();
+                let idle_deadline = last_seen + config.idle_timeout;
+                if now >= idle_deadline {
                     break Exit::IdleTimeout;
                 }
-                idle.as_mut().reset(deadline);
-            }
-            _ = ping.tick() => {
-                if let Err(err) = ws.send(Frame::Ping(Default::default())).await {
-                    break Exit::of(&err);
+                if now >= next_ping {
+                    next_ping = now + config.ping_interval;
+                    if let Err(err) = ws.send(Frame::Ping(Default::default())).await {
+                        break Exit::of(&err);
+                    }
                 }
+                keepalive.as_mut().reset(next_ping.min(idle_deadline));
             }
         }
     };
