@@ -49,20 +49,6 @@ impl fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
-/// The step kinds, by their `action` value: used to give a precise error for a step
-/// instead of the schema's "not valid under any of the schemas".
-const ACTIONS: &[&str] = &[
-    "send",
-    "send_text",
-    "send_binary",
-    "ping",
-    "expect",
-    "expect_silence",
-    "eventually",
-    "close",
-    "drop",
-];
-
 /// Parse and check one session file's text.
 ///
 /// # Errors
@@ -98,27 +84,33 @@ fn step_error(value: &Value, pointer: &str) -> Option<String> {
         .parse()
         .ok()?;
     let step = value.get("steps")?.get(index)?;
+    // The step kinds are the `action` consts of the schema's Step oneOf, in schema order.
+    let schema: Value = serde_json::from_str(SESSION_SCHEMA).ok()?;
+    let arms = schema.pointer("/$defs/Step/oneOf")?.as_array()?;
+    let action_of = |arm: &Value| {
+        arm.pointer("/properties/action/const")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let actions: Vec<String> = arms.iter().filter_map(action_of).collect();
     let Some(action) = step.get("action").and_then(Value::as_str) else {
         return Some(format!(
             "a step needs an \"action\", one of {}",
-            ACTIONS.join(", ")
+            actions.join(", ")
         ));
     };
-    if !ACTIONS.contains(&action) {
+    let Some(arm) = arms
+        .iter()
+        .find(|arm| action_of(arm).as_deref() == Some(action))
+    else {
         return Some(format!(
             "unknown action {action:?}; expected one of {}",
-            ACTIONS.join(", ")
+            actions.join(", ")
         ));
-    }
+    };
     // Validate the step alone against its arm of the Step oneOf.
-    let schema: Value = serde_json::from_str(SESSION_SCHEMA).ok()?;
-    let defs = schema.get("$defs")?.clone();
-    let arm = schema["$defs"]["Step"]["oneOf"]
-        .as_array()?
-        .iter()
-        .find(|arm| arm["properties"]["action"]["const"].as_str() == Some(action))?;
     let mut doc = arm.as_object()?.clone();
-    doc.insert("$defs".into(), defs);
+    doc.insert("$defs".into(), schema.get("$defs")?.clone());
     let validator = jsonschema::options()
         .offline()
         .build(&Value::Object(doc))
