@@ -119,7 +119,7 @@ async fn writer(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Send(text)) => {
-                    lock(&state).routes_since_init += 1;
+                    note_route(&state);
                     if sink.feed(Frame::text(text)).await.is_err() {
                         break;
                     }
@@ -129,12 +129,7 @@ async fn writer(
                     }
                 }
                 Some(Command::Init(reply)) => {
-                    {
-                        let mut state = lock(&state);
-                        let after_routes = state.routes_since_init > 0;
-                        state.routes_since_init = 0;
-                        state.inits.push_back(PendingInit { reply, after_routes });
-                    }
+                    note_init(&state, reply);
                     if sink.send(Frame::text(Message::init().to_json())).await.is_err() {
                         break;
                     }
@@ -176,6 +171,22 @@ async fn writer(
             }
         }
     }
+}
+
+/// The writer is about to write a ROUTE.
+pub(crate) fn note_route(state: &SharedState) {
+    lock(state).routes_since_init += 1;
+}
+
+/// The writer is about to write an INIT whose answer goes to `reply`.
+pub(crate) fn note_init(state: &SharedState, reply: oneshot::Sender<Result<Address>>) {
+    let mut state = lock(state);
+    let after_routes = state.routes_since_init > 0;
+    state.routes_since_init = 0;
+    state.inits.push_back(PendingInit {
+        reply,
+        after_routes,
+    });
 }
 
 /// The next keepalive tick, or never when keepalive pings are off.
@@ -293,7 +304,7 @@ async fn reader(
 }
 
 /// One text frame: validate it and decide what it means for this client.
-fn on_text(text: &str, state: &SharedState) -> Option<Event> {
+pub(crate) fn on_text(text: &str, state: &SharedState) -> Option<Event> {
     let message = match Message::parse(text) {
         Ok(message) => message,
         Err(err) => return Some(Event::Error(Error::invalid_frame(&err))),

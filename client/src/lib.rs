@@ -19,6 +19,8 @@ mod connect;
 mod driver;
 mod error;
 mod event;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 
 pub use client::{Client, ClientBuilder, Events, Sender};
 pub use compendium_messages::{Address, Payload};

@@ -159,8 +159,10 @@ fn violations(arm: &Arm, instance: &Value) -> Vec<Violation> {
             }
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for name in unexpected {
+                    // The name is the sender's: quote it briefly, like any offending value.
+                    let short = truncate(pointer_token(name), MAX_MESSAGE_BYTES);
                     out.push(Violation {
-                        pointer: format!("{path}/{}", pointer_token(name)),
+                        pointer: format!("{path}/{short}"),
                         message: truncate(
                             format!(
                                 "unexpected member {name:?} ({} has only {})",

@@ -101,6 +101,27 @@ fn huge_offending_values_are_quoted_briefly() {
     assert!(err.starts_with("/EpheWssAddr: "), "{err}");
 }
 
+/// Found by the `message_parse` fuzz target: unexpected member names were quoted in full
+/// in each violation's pointer, so eight long names made an error of any size.
+#[test]
+fn long_unexpected_member_names_are_quoted_briefly() {
+    let names: String = (0..10)
+        .map(|i| format!(r#","{i}{}":1"#, "n".repeat(100_000)))
+        .collect();
+    let text = format!(r#"{{"type":"INIT"{names}}}"#);
+    let err = Message::parse(&text).unwrap_err();
+    let ParseError::Schema { violations } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(violations.len(), ParseError::MAX_VIOLATIONS);
+    for v in violations {
+        assert!(v.pointer.len() < 250, "a {}-byte pointer", v.pointer.len());
+        assert!(v.pointer.starts_with("/0nnn") || v.pointer.starts_with('/'));
+    }
+    let text = err.to_string();
+    assert!(text.len() < 4096, "{} bytes", text.len());
+}
+
 #[test]
 fn deep_nesting_never_overflows_the_stack() {
     let deep = "[".repeat(100_000);

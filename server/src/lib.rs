@@ -18,6 +18,8 @@ mod burst;
 mod config;
 mod connection;
 mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod listener;
 mod metrics;
 mod rate;

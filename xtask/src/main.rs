@@ -6,6 +6,7 @@ mod bench;
 mod chart;
 mod codegen;
 mod ensure;
+mod fuzz;
 mod vendor;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,20 @@ enum Command {
         #[arg(long, value_name = "RESULTS.json")]
         chart: Option<PathBuf>,
     },
+    /// Build the coverage-guided fuzz targets in `fuzz/` (libFuzzer, stable Rust) and run
+    /// each for SECS seconds: first its saved failures (`fuzz/regressions/<target>/`), then
+    /// new inputs from its corpus (`target/fuzz/work/<target>/corpus`, seeded from
+    /// `schema/examples` and `conformance/sessions`). Fails on any finding, printing the
+    /// command that reproduces it. Targets: message_parse, relay_core, client_frames,
+    /// session_file.
+    Fuzz {
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        secs: u64,
+        /// Run only these targets (repeatable); all when absent.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +77,7 @@ fn main() -> ExitCode {
             ..
         } => bench::redraw(&results),
         Command::Bench { quick, chart: None } => bench::run(quick),
+        Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
