@@ -212,9 +212,6 @@ where
 
     // Release the address first (rule 3.10): from here on, ROUTEs to it get 404 and
     // nothing new can be queued, so what the queue holds now is all there is to flush.
-    if session.address().is_some() {
-        metrics.addresses_live.dec();
-    }
     drop(session);
     rx.close();
     let grace = if exit == Exit::Shutdown {
@@ -299,9 +296,6 @@ where
 fn count(shared: &Shared, outcome: &Outcome) {
     let metrics = &shared.metrics;
     match outcome {
-        Outcome::Assigned { retired: None, .. } => {
-            metrics.addresses_live.inc();
-        }
         Outcome::Assigned { .. } => {}
         Outcome::Routed => {
             metrics.messages_routed.inc();

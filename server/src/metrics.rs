@@ -30,7 +30,9 @@ pub(crate) struct ReasonLabel {
 /// Everything the relay counts. Cheap atomics: safe on the hot path.
 pub(crate) struct Metrics {
     pub(crate) connections_open: Gauge,
-    pub(crate) addresses_live: Gauge,
+    /// Set from `live_addresses` at each scrape, so it can never drift from the registry.
+    addresses_live: Gauge,
+    live_addresses: LiveAddresses,
     pub(crate) messages_in: Counter,
     pub(crate) messages_routed: Counter,
     pub(crate) errors: Family<CodeLabel, Counter>,
@@ -43,11 +45,15 @@ pub(crate) struct Metrics {
     registry: Registry,
 }
 
+/// Reads the number of live addresses from the address registry.
+pub(crate) type LiveAddresses = Box<dyn Fn() -> usize + Send + Sync>;
+
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(live_addresses: LiveAddresses) -> Self {
         let mut m = Self {
             connections_open: Gauge::default(),
             addresses_live: Gauge::default(),
+            live_addresses,
             messages_in: Counter::default(),
             messages_routed: Counter::default(),
             errors: Family::default(),
@@ -120,6 +126,8 @@ impl Metrics {
 
     /// The Prometheus/OpenMetrics text exposition of every metric.
     pub(crate) fn render(&self) -> String {
+        let live = i64::try_from((self.live_addresses)()).unwrap_or(i64::MAX);
+        self.addresses_live.set(live);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

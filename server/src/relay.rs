@@ -96,6 +96,7 @@ impl<M: Mailbox> Drop for Session<M> {
 
 impl<M: Mailbox> Session<M> {
     /// The address this connection holds, if it has sent INIT.
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn address(&self) -> Option<Address> {
         self.address
     }

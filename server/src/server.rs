@@ -97,16 +97,17 @@ impl Server {
             // grows it to fit each frame it receives; it is also the most it reads per
             // syscall. See `Config::read_buffer_bytes`.
             .read_buffer_size(config.read_buffer_bytes);
+        let registry = Arc::new(Registry::new());
+        let live_addresses = {
+            let registry = Arc::clone(&registry);
+            Box::new(move || registry.live())
+        };
         let shared = Arc::new(Shared {
-            relay: Relay::new(
-                Arc::new(Registry::new()),
-                config.max_msgs_per_sec,
-                random_address,
-            ),
+            relay: Relay::new(registry, config.max_msgs_per_sec, random_address),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
             ws_config,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(live_addresses)),
             shutdown: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
             ended: watch::Sender::new(0),

@@ -1,83 +1,10 @@
 //! The `compendium-server` binary: flags, startup line, errors, signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod support;
 
-/// A guard on each wait for a log line; never the thing a test waits for.
-const PATIENCE: Duration = Duration::from_secs(30);
+use std::process::Command;
 
-/// A running server process whose stderr is drained on a thread (so the server can never
-/// block on a full pipe) and handed over line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first (further) stderr line containing `needle`.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(PATIENCE) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(err) => panic!(
-                    "no line with {needle:?} ({err}); saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// The `ws://` URL from the startup line.
-    fn url(&mut self) -> String {
-        let line = self.wait_for_line("listening on ");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next());
-        url.expect("an address on the startup line").to_owned()
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        self.child.wait().expect("wait").code()
-    }
-}
+use support::process::{Running, server};
 
 /// Connect, INIT, and return the INITRESP text.
 fn init_over(url: &str) -> String {
@@ -98,12 +25,6 @@ fn init_over(url: &str) -> String {
         let reply = ws.next().await.expect("reply").expect("frame");
         reply.to_text().expect("text").to_owned()
     })
-}
-
-fn server() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_compendium-server"));
-    command.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    command
 }
 
 #[test]

@@ -387,16 +387,13 @@ async fn rule_3_10_address_released_when_tcp_drops_without_a_close_frame() {
     for ended in 1..=2 {
         let mut a = server.client().await;
         let a_addr = a.init().await;
-        // First a plain TCP close (FIN), then SO_LINGER 0 so the kernel sends RST, as when
-        // the peer process is killed. Neither sends a WebSocket close frame.
-        if ended == 2
-            && let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = a.ws.get_ref()
-        {
-            socket2::SockRef::from(tcp)
-                .set_linger(Some(std::time::Duration::ZERO))
-                .expect("linger");
+        // First a plain TCP close (FIN), then a TCP reset, as when the peer process is
+        // killed. Neither sends a WebSocket close frame.
+        if ended == 2 {
+            a.vanish();
+        } else {
+            drop(a);
         }
-        drop(a);
         server.handle.wait_for_ended_connections(ended).await;
         b.route(&a_addr, "{}").await;
         assert_eq!(b.expect_err(404).await, NOT_FOUND_TEXT);
@@ -413,17 +410,11 @@ async fn rule_3_10_many_connect_init_disconnect_cycles_leave_nothing_behind() {
     for i in 0..cycles {
         let mut client = server.client().await;
         client.init().await;
-        if i % 2 == 0
-            && let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = client.ws.get_ref()
-        {
+        if i % 2 == 0 {
             // Half of them vanish with a TCP reset, half close the WebSocket properly.
-            socket2::SockRef::from(tcp)
-                .set_linger(Some(std::time::Duration::ZERO))
-                .expect("linger");
-            drop(client);
+            client.vanish();
         } else {
-            client.ws.close(None).await.expect("close");
-            while client.next_frame().await.is_some() {}
+            client.close().await;
         }
     }
     server.handle.wait_for_ended_connections(cycles).await;

@@ -1,6 +1,7 @@
 //! Shared test support: a real server on 127.0.0.1:0 and a raw tokio-tungstenite client.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod process;
 pub mod raw;
 
 use std::time::Duration;
@@ -139,6 +140,23 @@ impl Client {
             }
             before.push(reply);
         }
+    }
+
+    /// End like a killed process: no close frame, and SO_LINGER 0 so the kernel sends a
+    /// TCP reset instead of a FIN.
+    pub fn vanish(self) {
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            socket2::SockRef::from(tcp)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+        }
+        drop(self);
+    }
+
+    /// The WebSocket closing handshake, then the end of the stream.
+    pub async fn close(mut self) {
+        self.ws.close(None).await.expect("close");
+        while self.next_frame().await.is_some() {}
     }
 
     pub async fn expect_err(&mut self, code: u16) -> String {
