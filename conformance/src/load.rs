@@ -6,6 +6,12 @@
 //! carries its sequence number, its send time and padding to the requested size, so the
 //! receiver can rebuild the exact DELIVER it must get: any loss, reordering, duplication
 //! or change makes the run INVALID.
+//!
+//! Optionally, churn tasks run alongside the pairs (`churn`): each repeatedly connects,
+//! INITs, sends one invalid message (which must get ERR 400), routes one message to its
+//! own address (which must come back unchanged), and goes away — every other time with a
+//! TCP reset instead of a closing handshake, as a killed client would. Each churn task
+//! runs at most 10 cycles per second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +51,8 @@ pub struct LoadOptions {
     pub mode: Mode,
     /// In-flight messages per direction in flood mode.
     pub window: usize,
+    /// Churn tasks running alongside the pairs (0: none).
+    pub churn: usize,
     /// TLS trust.
     pub client: ClientBuilder,
 }
@@ -83,6 +91,8 @@ pub struct LoadReport {
     pub msgs_per_sec: f64,
     /// Delivery latency.
     pub latency_us: Latency,
+    /// Connect/INIT/invalid/route/leave cycles the churn tasks completed.
+    pub churn_cycles: u64,
     /// False if anything was lost, reordered, duplicated or changed.
     pub valid: bool,
     /// What was wrong, if anything (first few problems).
@@ -99,8 +109,13 @@ impl LoadReport {
         } else {
             format!("INVALID: {}", self.problems.join("; "))
         };
+        let churn = if self.churn_cycles > 0 {
+            format!("{} churn cycles\n", self.churn_cycles)
+        } else {
+            String::new()
+        };
         format!(
-            "{} pairs, {} B, {:?} (window {}), {:.1} s\n{} messages, {:.0} msgs/s\nlatency µs: p50 {} p90 {} p99 {} p99.9 {} max {}\n{verdict}\n",
+            "{} pairs, {} B, {:?} (window {}), {:.1} s\n{} messages, {:.0} msgs/s\nlatency µs: p50 {} p90 {} p99 {} p99.9 {} max {}\n{churn}{verdict}\n",
             self.pairs,
             self.size,
             self.mode,
@@ -314,8 +329,22 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
             histogram
         }));
     }
+    let churners: Vec<_> = (0..options.churn)
+        .map(|_| {
+            let (shared, url, client) = (
+                Arc::clone(&shared),
+                options.url.clone(),
+                options.client.clone(),
+            );
+            tokio::spawn(async move { churn(&shared, &url, &client).await })
+        })
+        .collect();
     tokio::time::sleep(options.duration).await;
     shared.stop.store(true, Ordering::Relaxed);
+    let mut churn_cycles = 0;
+    for churner in churners {
+        churn_cycles += churner.await.map_err(|e| e.to_string())?;
+    }
     let sending = shared.epoch.elapsed();
     // Wake senders waiting for window space, let them finish their last send.
     for window in &windows {
@@ -352,9 +381,78 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
             p999: total.value_at_quantile(0.999),
             max: total.max(),
         },
+        churn_cycles,
         valid: problems.is_empty() && messages > 0,
         problems,
     })
+}
+
+/// At most one churn cycle per client per this period (10 per second).
+const CHURN_PERIOD: Duration = Duration::from_millis(100);
+
+/// How long a churn client waits for each reply before calling it lost.
+const REPLY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Churn until told to stop; returns the cycles completed. Anything unexpected is a
+/// problem that makes the run INVALID.
+async fn churn(shared: &Shared, url: &str, client: &ClientBuilder) -> u64 {
+    let mut cycles = 0u64;
+    // Paced, so a long run churns steadily instead of exhausting ephemeral ports.
+    let mut pace = tokio::time::interval(CHURN_PERIOD);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !shared.stop.load(Ordering::Relaxed) {
+        pace.tick().await;
+        let (mut socket, address) = match open(url, client).await {
+            Ok(opened) => opened,
+            Err(err) => {
+                shared.problem(format!("churn: {err}"));
+                return cycles;
+            }
+        };
+        let invalid = r#"{"type":"ROUTE","EpheWssAddr":"not-an-address","msg":{}}"#;
+        let msg = format!(r#"{{"churn":{cycles}}}"#);
+        let route = format!(r#"{{"type":"ROUTE","EpheWssAddr":"{address}","msg":{msg}}}"#);
+        let deliver = format!(r#"{{"type":"DELIVER","msg":{msg}}}"#);
+        if socket.send(Frame::text(invalid)).await.is_err()
+            || socket.send(Frame::text(route)).await.is_err()
+        {
+            shared.problem("churn: a connection failed while sending".into());
+            return cycles;
+        }
+        let (mut rejected, mut delivered) = (false, false);
+        while !(rejected && delivered) {
+            let text = match tokio::time::timeout(REPLY_PATIENCE, socket.next()).await {
+                Ok(Some(Ok(Frame::Text(text)))) => text,
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => {
+                    shared.problem("churn: the connection ended before its replies".into());
+                    return cycles;
+                }
+                Err(_) => {
+                    shared.problem("churn: a reply never arrived".into());
+                    return cycles;
+                }
+            };
+            let text = text.as_str();
+            if text == deliver {
+                delivered = true;
+            } else if text.contains(r#""errCode":400"#) {
+                rejected = true;
+            } else {
+                shared.problem(format!("churn: unexpected {}", crate::peer::clip(text)));
+                return cycles;
+            }
+        }
+        if cycles.is_multiple_of(2) {
+            socket.get_ref().reset_on_drop();
+            drop(socket);
+        } else {
+            let _ = socket.close(None).await;
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(REPLY_PATIENCE, socket.next()).await {}
+        }
+        cycles += 1;
+    }
+    cycles
 }
 
 /// Open `count` connections that have each done INIT (256 handshakes at a time): the

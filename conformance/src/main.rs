@@ -81,6 +81,11 @@ enum Command {
         /// Messages in flight per direction in flood mode.
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Also run N churn clients: each repeatedly connects, INITs, sends an invalid
+        /// message (expects ERR 400), routes to itself (expects it back) and leaves, every
+        /// other time with a TCP reset; at most 10 cycles per second each.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        churn: usize,
         /// Instead: open this many connections that INIT and hold them (for memory
         /// measurements); prints one line when they are all open.
         #[arg(long, value_name = "N")]
@@ -211,6 +216,7 @@ fn main() -> ExitCode {
                 secs,
                 mode,
                 window,
+                churn,
                 idle,
                 json,
                 ca_cert,
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
                             duration,
                             mode,
                             window,
+                            churn,
                             client,
                         };
                         match load::run(&options).await {

@@ -9,11 +9,13 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use support::process::Relay;
+use support::process::{Relay, rss_kib_of};
 use support::{Client, PATIENCE, deliver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -126,19 +128,17 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
     let flood = 8_000u64;
     let msg = format!(r#"{{"pad":"{}"}}"#, "x".repeat(16 * 1024));
     let route = support::route(&target_addr, &msg);
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Sample the server's RSS while the flood runs: the peak is what must stay bounded.
+    let flooding = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let peak = std::sync::Arc::clone(&peak);
-        let pid = relay.process.child.id();
+        let (flooding, pid) = (Arc::clone(&flooding), relay.process.child.id());
         std::thread::spawn(move || {
-            // Sample until the flood is over (the peak is what matters).
-            while let Some(rss) = rss_of(pid) {
-                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
-                if peak.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
-                    break;
-                }
+            let mut peak = 0;
+            while flooding.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib_of(pid).unwrap_or(0));
                 std::thread::sleep(Duration::from_millis(25));
             }
+            peak
         })
     };
     for _ in 0..flood {
@@ -152,8 +152,8 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
         .await
         .expect("the flood is handled in time")
         .expect("reader");
-    let peak_rss = peak.swap(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-    let _ = sampler.join();
+    flooding.store(false, Ordering::Relaxed);
+    let peak_rss = sampler.join().expect("sampler");
 
     eprintln!(
         "flood: {unavailable} of {flood} got 503; peak RSS +{} KiB",
@@ -170,17 +170,6 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
     // Others are unaffected.
     working_pair(&relay.url).await;
     assert!(relay.metric("compendium_queue_full_refusals_total") >= unavailable as f64);
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Connection flood: connections up to `--max-connections`, then 200 more attempts. Each

@@ -7,15 +7,15 @@
 //! `bench/results/<date>.{json,md,svg}` and the README's performance section.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use crate::process::{Running, build_release};
 use crate::project_root;
+use crate::report::{machine, replace_readme_section, today};
 
 /// One row of the matrix.
 struct Workload {
@@ -129,7 +129,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         }
     };
     let root = project_root();
-    build(&root)?;
+    build_release(&root)?;
     let bin = root.join("target/release");
 
     let mut runs = Vec::new();
@@ -228,53 +228,8 @@ pub(crate) fn redraw(results: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build(root: &Path) -> Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "compendium-server",
-            "--bin",
-            "compendium-server",
-            "--example",
-            "bare_relay",
-            "-p",
-            "compendium-conformance",
-            "--bin",
-            "compendium-conformance",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the benchmark binaries failed");
-    }
-    Ok(())
-}
-
-/// A server process and the URL it printed once bound.
-struct Running {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn rss_kib(&self) -> Result<u64> {
-        rss_kib(self.child.id())
-    }
-}
-
 fn start(bin: &Path, server: Server) -> Result<Running> {
-    let mut command = match server {
+    let command = match server {
         Server::Baseline => {
             let mut c = Command::new(bin.join("examples/bare_relay"));
             c.arg("127.0.0.1:0");
@@ -286,50 +241,7 @@ fn start(bin: &Path, server: Server) -> Result<Running> {
             c
         }
     };
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting the server")?;
-    // Both servers print "listening on ws://ADDR" (ours on stderr, the baseline on stdout);
-    // drain both pipes on threads so a chatty server never blocks on them.
-    let (tx, rx) = mpsc::channel::<String>();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the server printed no listening line")?;
-        if let Some(url) = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-        {
-            return Ok(Running {
-                child,
-                url: url.to_owned(),
-            });
-        }
-    }
+    Running::start(command)
 }
 
 fn load_command(bin: &Path, url: &str) -> Command {
@@ -384,16 +296,6 @@ fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
     Ok(
         json!({"connections": count, "opened": opened, "failed": held["failed"], "rss_empty_kib": empty, "rss_loaded_kib": loaded, "kib_per_connection": per}),
     )
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS in /proc/PID/status")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -524,31 +426,8 @@ const README_START: &str = "<!-- bench:start (written by `cargo xtask bench`) --
 const README_END: &str = "<!-- bench:end -->";
 
 fn update_readme(root: &Path, table: &str, svg: &str) -> Result<()> {
-    let path: PathBuf = root.join("README.md");
-    let readme = std::fs::read_to_string(&path)?;
-    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
-        bail!("README.md has no {README_START} … {README_END} section");
-    };
     let section = format!(
-        "{README_START}\n{table}\n![throughput, p99 and memory: compendium-server vs the bare baseline]({svg})\n"
+        "{table}\n![throughput, p99 and memory: compendium-server vs the bare baseline]({svg})\n"
     );
-    let updated = format!("{}{section}{}", &readme[..start], &readme[end..]);
-    std::fs::write(&path, updated)?;
-    Ok(())
-}
-
-fn today() -> Result<String> {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .context("running date")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn machine() -> Value {
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| format!("Linux {}", s.trim()))
-        .unwrap_or_default();
-    json!({"cpus": format!("{cpus} CPUs"), "kernel": kernel})
+    replace_readme_section(root, README_START, README_END, &section)
 }

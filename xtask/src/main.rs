@@ -5,8 +5,13 @@
 mod bench;
 mod chart;
 mod codegen;
+#[cfg(test)]
+mod deps;
 mod ensure;
 mod fuzz;
+mod process;
+mod report;
+mod soak;
 mod vendor;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +66,27 @@ enum Command {
         #[arg(long = "target", value_name = "NAME")]
         targets: Vec<String>,
     },
+    /// Run a steady mixed load (pingpong pairs whose every delivery is checked, plus churn
+    /// clients that connect, INIT, send an invalid message, route to themselves and leave,
+    /// half with a TCP reset) against a release compendium-server for MINUTES, sampling
+    /// its RSS, open descriptors and /metrics. Writes bench/soak/<date>.{csv,md,svg} (and
+    /// the README's soak section for runs of 10 minutes or more). Fails if RSS or
+    /// descriptors trend upward after the warm-up, if any message is lost, reordered or
+    /// changed, or if connections, addresses or descriptors are not given back at the end.
+    Soak {
+        /// How long to run the load.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Pingpong client pairs.
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+        /// Churn clients (each at most 10 cycles per second).
+        #[arg(long, default_value_t = 4)]
+        churn: usize,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 5.0)]
+        sample_secs: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +104,17 @@ fn main() -> ExitCode {
         } => bench::redraw(&results),
         Command::Bench { quick, chart: None } => bench::run(quick),
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
+        Command::Soak {
+            minutes,
+            pairs,
+            churn,
+            sample_secs,
+        } => soak::run(&soak::Options {
+            minutes,
+            pairs,
+            churn,
+            sample_secs,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,14 +91,7 @@ impl Running {
 
     /// Resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
+        rss_kib_of(self.child.id()).expect("VmRSS in /proc/PID/status")
     }
 
     /// Open file descriptors.
@@ -204,4 +197,16 @@ fn word_after(line: &str, marker: &str) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("nothing after {marker:?} in {line:?}"))
         .to_owned()
+}
+
+/// Resident memory of process `pid`, in KiB; `None` once it is gone.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
