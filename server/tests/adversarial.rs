@@ -148,6 +148,17 @@ async fn hostile_json_gets_precise_400s_and_the_connection_stays() {
             r#"/pad: unexpected member "pad" (INIT has only "type")"#,
         ),
         (
+            "900 KiB type name",
+            format!(r#"{{"type":"{}"}}"#, "t".repeat(900 << 10)),
+            r#"/type: "tttt"#,
+        ),
+        (
+            // Found by the message_parse fuzz target: member names were quoted in full.
+            "900 KiB member name",
+            format!(r#"{{"type":"INIT","{}":1}}"#, "n".repeat(900 << 10)),
+            "/nnnn",
+        ),
+        (
             "duplicate keys",
             r#"{"type":"INIT","type":"ROUTE"}"#.into(),
             r#"duplicate member "type""#,
