@@ -340,7 +340,7 @@ fn write_results(
     println!("\n{md}\nwrote bench/soak/{stem}.csv, .md, .svg");
     if documented {
         let section = format!(
-            "{md}\n![RSS, descriptors and live addresses during the soak](bench/soak/{stem}.svg)\n"
+            "{md}\n![RSS, open descriptors and connections during the soak](bench/soak/{stem}.svg)\n"
         );
         replace_readme_section(root, README_START, README_END, &section)?;
         println!("updated the README's soak section");
