@@ -5,12 +5,11 @@
 //! own tests. It uses the very functions the reader and writer tasks call.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use compendium_messages::Address;
 use tokio::sync::oneshot;
 
-use crate::driver::{SharedState, State, note_init, note_route, on_text};
+use crate::driver::{SharedState, note_init, note_route, on_text};
 use crate::error::{Error, Result};
 use crate::event::Event;
 
@@ -36,10 +35,7 @@ impl Inbound {
     /// A connection with nothing written yet.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            state: Arc::new(std::sync::Mutex::new(State::default())),
-            replies: VecDeque::new(),
-        }
+        Self::default()
     }
 
     /// The writer wrote an INIT.
@@ -81,15 +77,6 @@ impl Inbound {
 }
 
 impl Handled {
-    /// The relay error code this came to, if it was an ERR.
-    #[must_use]
-    pub fn server_code(&self) -> Option<u16> {
-        match self {
-            Self::Event(Event::Error(e)) | Self::InitAnswered(Err(e)) => e.server_code(),
-            _ => None,
-        }
-    }
-
     /// Whether this reports a frame the relay should never have sent.
     #[must_use]
     pub fn is_invalid_frame(&self) -> bool {

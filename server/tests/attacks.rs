@@ -74,12 +74,10 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
     // While all 200 stall, a normal client is served.
     let (a, b, _) = working_pair(&relay.url).await;
 
-    let started = Instant::now();
+    // The server closes each one (nothing else would: the test never does).
     for stream in &mut stalled {
         until_closed(stream).await;
     }
-    // (Closed by the timeout, not by anything the test did: it took about that long.)
-    assert!(started.elapsed() >= Duration::from_millis(500));
     drop(stalled);
 
     // After them, too; then everything is given back.
@@ -104,8 +102,8 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
 async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded() {
     let relay = Relay::start(&["--max-queue", "256", "--max-queue-bytes", "4194304"]);
     let rss_before = relay.rss_kib();
-    let (_, mut target, target_addr) = working_pair(&relay.url).await;
-    let _ = &mut target; // never read from again
+    // The target stays connected and is never read from again.
+    let (_, _target, target_addr) = working_pair(&relay.url).await;
 
     let (ws, _) = tokio_tungstenite::connect_async(relay.url.as_str())
         .await
