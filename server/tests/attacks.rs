@@ -189,8 +189,7 @@ async fn connection_flood_beyond_max_connections_gets_http_503_and_existing_clie
 
     for _ in 0..200 {
         let mut stream = TcpStream::connect(addr(&relay.url)).await.expect("connect");
-        let request = "GET / HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let request = support::raw::handshake_request(addr(&relay.url));
         stream.write_all(request.as_bytes()).await.expect("write");
         let answer = until_closed(&mut stream).await;
         let answer = String::from_utf8_lossy(&answer);

@@ -145,18 +145,13 @@ impl Relay {
     /// The value of the metric sample named exactly `name` (with its labels, if any).
     pub fn metric(&self, name: &str) -> f64 {
         let text = self.metrics_text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
     }
 
     /// Like [`Relay::metric`], but a labelled counter that has not been touched yet
     /// (absent from the exposition) counts as 0.
     pub fn counter(&self, name: &str) -> f64 {
-        let text = self.metrics_text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        sample(&self.metrics_text(), name).unwrap_or(0.0)
     }
 
     pub fn metrics_text(&self) -> String {
@@ -189,6 +184,12 @@ impl Relay {
     pub fn open_fds(&self) -> usize {
         self.process.open_fds()
     }
+}
+
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn word_after(line: &str, marker: &str) -> String {

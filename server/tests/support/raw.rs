@@ -11,10 +11,7 @@ use super::PATIENCE;
 pub async fn connect(url: &str) -> TcpStream {
     let addr = url.trim_start_matches("ws://");
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = handshake_request(addr);
     stream
         .write_all(request.as_bytes())
         .await
@@ -33,6 +30,14 @@ pub async fn connect(url: &str) -> TcpStream {
         String::from_utf8_lossy(&head)
     );
     stream
+}
+
+/// A complete, valid opening handshake request for `addr` (host:port).
+pub fn handshake_request(addr: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
 }
 
 /// A client frame: FIN set, the given opcode, masked with a zero key (valid, and keeps
