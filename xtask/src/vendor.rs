@@ -22,6 +22,10 @@ publish = false
 
 [dependencies]
 compendium-messages = { path = "../compendium-messages" }
+
+# Only whether it builds and runs matters; debug info would only take disk.
+[profile.dev]
+debug = false
 "#;
 
 const APP_MAIN: &str = r##"use compendium_messages::{Address, Message, Payload};
