@@ -1,24 +1,13 @@
 //! Attacks a public relay will see, each against a real server on 127.0.0.1:0; every
-//! test also checks that a bystander connection is unaffected. (Hardening, issue 7.)
+//! test also checks that a bystander connection is unaffected and that, once everyone has
+//! gone, no address or connection slot is left taken. (Hardening, issue 7.) The attacks
+//! themselves are in `support/hostile.rs`, shared with `attacks.rs`.
 
 mod support;
 
 use std::collections::HashSet;
 
-use support::{Client, PATIENCE, TestServer, raw};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Deterministic garbage (xorshift), so a failure reproduces.
-fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
+use support::{Client, TestServer, hostile};
 
 /// The bystander still gets served: INIT, then a message to itself.
 async fn bystander_is_fine(client: &mut Client) {
@@ -30,103 +19,85 @@ async fn bystander_is_fine(client: &mut Client) {
     );
 }
 
-async fn close_code(stream: &mut tokio::net::TcpStream) -> Option<u16> {
-    let frames = raw::read_until_eof(stream).await;
-    frames.iter().find_map(|f| f.close()).map(|(code, _)| code)
+/// The end of every test: with all its clients gone (`connections` WebSocket connections
+/// in all), no address is live and no connection slot is taken — the attack left nothing
+/// in the registry. (Memory is judged from outside the process, in `attacks.rs`.)
+async fn back_to_baseline(server: TestServer, connections: u64) {
+    server.handle.wait_for_ended_connections(connections).await;
+    assert_eq!(server.handle.live_addresses(), 0, "live addresses");
+    assert_eq!(server.handle.open_connections(), 0, "open connections");
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn garbage_instead_of_a_handshake_is_dropped() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("ws://"))
-        .await
-        .expect("connect");
-    tcp.write_all(&garbage(4096, 7)).await.expect("write");
-    // The relay must hang up (a clean EOF or a reset; either way, in time).
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer))
-        .await
-        .expect("the relay hangs up");
+    hostile::garbage_instead_of_a_handshake(&server.url).await;
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 1).await;
 }
 
 #[tokio::test]
 async fn garbage_after_a_valid_handshake_closes_1002() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut stream = raw::connect(&server.url).await;
-    // 0xF3: FIN with all three reserved bits set and a reserved opcode — never valid.
-    let mut bytes = vec![0xF3];
-    bytes.extend(garbage(2048, 11));
-    stream.write_all(&bytes).await.expect("write");
-    assert_eq!(close_code(&mut stream).await, Some(1002));
+    assert_eq!(
+        hostile::garbage_after_a_handshake(&server.url).await,
+        Some(1002)
+    );
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_closes_1007() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut stream = raw::connect(&server.url).await;
-    stream
-        .write_all(&raw::frame(1, &[b'{', 0xFF, 0xFE, b'}']))
-        .await
-        .expect("write");
-    assert_eq!(close_code(&mut stream).await, Some(1007));
+    assert_eq!(
+        hostile::invalid_utf8_in_a_text_frame(&server.url).await,
+        Some(1007)
+    );
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn a_reserved_opcode_closes_1002() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut stream = raw::connect(&server.url).await;
-    stream.write_all(&raw::frame(3, b"x")).await.expect("write");
-    assert_eq!(close_code(&mut stream).await, Some(1002));
+    assert_eq!(hostile::a_reserved_opcode(&server.url).await, Some(1002));
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn an_unmasked_client_frame_closes_1002() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut stream = raw::connect(&server.url).await;
-    let text = br#"{"type":"INIT"}"#;
-    let mut frame = vec![0x81, u8::try_from(text.len()).expect("short")];
-    frame.extend_from_slice(text);
-    stream.write_all(&frame).await.expect("write");
-    assert_eq!(close_code(&mut stream).await, Some(1002));
+    assert_eq!(
+        hostile::an_unmasked_client_frame(&server.url).await,
+        Some(1002)
+    );
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn a_frame_announcing_2_pow_63_bytes_is_refused_without_allocating_it() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let mut stream = raw::connect(&server.url).await;
-    // Text frame, masked, 64-bit length 2^63 (the spec even forbids the top bit).
-    let mut frame = vec![0x81, 0x80 | 127];
-    frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(b"{}");
-    stream.write_all(&frame).await.expect("write");
     // Refused (too big, or malformed) — and the process is still here to say so.
-    let code = close_code(&mut stream).await;
+    let code = hostile::a_frame_announcing_2_pow_63_bytes(&server.url).await;
     assert!(matches!(code, Some(1009 | 1002)), "{code:?}");
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
@@ -134,87 +105,24 @@ async fn hostile_json_gets_precise_400s_and_the_connection_stays() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
     let mut a = server.client().await;
-    let deep = "[".repeat(100_000);
-    let long = format!(r#"{{"type":"INIT","pad":"{}"}}"#, "x".repeat(900 << 10));
-    let cases: Vec<(&str, String, &str)> = vec![
-        (
-            "100,000 nested [",
-            deep,
-            "a message must be a JSON object, this is an array",
-        ),
-        (
-            "900 KiB string",
-            long,
-            r#"/pad: unexpected member "pad" (INIT has only "type")"#,
-        ),
-        (
-            "900 KiB type name",
-            format!(r#"{{"type":"{}"}}"#, "t".repeat(900 << 10)),
-            r#"/type: "tttt"#,
-        ),
-        (
-            // Found by the message_parse fuzz target: member names were quoted in full.
-            "900 KiB member name",
-            format!(r#"{{"type":"INIT","{}":1}}"#, "n".repeat(900 << 10)),
-            "/nnnn",
-        ),
-        (
-            "duplicate keys",
-            r#"{"type":"INIT","type":"ROUTE"}"#.into(),
-            r#"duplicate member "type""#,
-        ),
-        (
-            "lone surrogate",
-            r#"{"type":"\ud800"}"#.into(),
-            "invalid JSON: in member \"type\": ",
-        ),
-        (
-            "huge number",
-            r#"{"type":"INIT","n":1e999999}"#.into(),
-            "invalid JSON: in member \"n\": number out of range",
-        ),
-    ];
-    for (what, frame, expected) in cases {
-        a.send(&frame).await;
-        let message = a.expect_err(400).await;
-        assert!(message.starts_with(expected), "{what}: {message}");
-        assert!(
-            message.len() < 1024,
-            "{what}: a {}-byte error message",
-            message.len()
-        );
-    }
+    hostile::send_hostile_json(&mut a).await;
     a.init().await;
     bystander_is_fine(&mut bystander).await;
     drop((a, bystander));
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn a_message_over_the_limit_closes_1009() {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    let stream = raw::connect(&server.url).await;
-    let text = format!(r#"{{"type":"INIT","pad":"{}"}}"#, "x".repeat(1 << 20));
-    // Write in the background: the relay stops reading once it has seen the length.
-    let (mut reader, mut writer) = stream.into_split();
-    let frame = raw::frame(1, text.as_bytes());
-    let sending = tokio::spawn(async move {
-        let _ = writer.write_all(&frame).await;
-    });
-    let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut bytes))
-        .await
-        .expect("the relay closes");
-    sending.abort();
-    let close = raw::parse(&bytes)
-        .iter()
-        .find_map(raw::ServerFrame::close)
-        .map(|(code, _)| code);
-    assert_eq!(close, Some(1009));
+    assert_eq!(
+        hostile::a_message_over_the_limit(&server.url).await,
+        Some(1009)
+    );
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
@@ -250,7 +158,7 @@ async fn addresses_do_not_repeat_and_their_bits_are_balanced() {
         "each INIT retired the one before"
     );
     drop(client);
-    server.stop().await;
+    back_to_baseline(server, 1).await;
 }
 
 #[tokio::test]
@@ -265,5 +173,5 @@ async fn a_404_does_not_tell_a_retired_address_from_an_unknown_one() {
     let for_unknown = b.recv_text().await;
     assert_eq!(for_retired, for_unknown);
     drop((a, b));
-    server.stop().await;
+    back_to_baseline(server, 2).await;
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use support::process::{Relay, rss_kib_of};
-use support::{Client, PATIENCE, deliver};
+use support::{Client, PATIENCE, deliver, hostile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -308,14 +308,63 @@ async fn churn_2000_clients_in_waves_half_reset_leaves_nothing_behind() {
     let closed = relay.metric(r#"compendium_connections_closed_total{reason="client_closed"}"#);
     assert!(closed >= 1000.0, "{closed} closed politely");
     wait_for_fds(&relay, fds_before);
-    let rss = relay.rss_kib();
-    let grown = rss.saturating_sub(rss_after_first_wave);
-    eprintln!("churn: RSS {rss_after_first_wave} KiB after wave 1, {rss} KiB after wave 10");
-    assert!(
-        grown < 8 * MIB,
-        "RSS {rss_after_first_wave} KiB after the first wave, {rss} KiB after all ten"
-    );
+    assert_rss_near(&relay, rss_after_first_wave, "churn: the first of 10 waves");
     working_pair(&relay.url).await;
+}
+
+/// Garbage and hostile JSON, over and over: every input attack of `adversarial.rs`
+/// (`support/hostile.rs`), 20 rounds against the binary — about 4.5 MiB of rejected input
+/// a round — while a pair of clients stays connected. Afterwards RSS is near where it was
+/// after the first round, descriptors are back, nothing is live, and the pair still
+/// talks. A relay that kept anything of a rejected message (shown by leaking each one
+/// that failed to parse) grows by tens of MiB and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
+    let relay = Relay::start(&[]);
+    let url = relay.url.as_str();
+    let fds_before = relay.open_fds();
+    let (mut a, mut b, b_addr) = working_pair(url).await;
+    let mut rss_after_first_round = 0;
+    for round in 0..20 {
+        hostile::garbage_instead_of_a_handshake(url).await;
+        assert_eq!(hostile::garbage_after_a_handshake(url).await, Some(1002));
+        assert_eq!(hostile::invalid_utf8_in_a_text_frame(url).await, Some(1007));
+        assert_eq!(hostile::a_reserved_opcode(url).await, Some(1002));
+        assert_eq!(hostile::an_unmasked_client_frame(url).await, Some(1002));
+        let code = hostile::a_frame_announcing_2_pow_63_bytes(url).await;
+        assert!(matches!(code, Some(1009 | 1002)), "{code:?}");
+        assert_eq!(hostile::a_message_over_the_limit(url).await, Some(1009));
+        let mut client = Client::connect(url).await;
+        hostile::send_hostile_json(&mut client).await;
+        client.close().await;
+        relay.wait_for_metric("compendium_connections_open", |n| n == 2.0);
+        if round == 0 {
+            rss_after_first_round = relay.rss_kib();
+        }
+    }
+    a.route(&b_addr, r#"{"after":"20 rounds"}"#).await;
+    assert_eq!(b.recv_text().await, deliver(r#"{"after":"20 rounds"}"#));
+    a.close().await;
+    b.close().await;
+    relay.wait_for_metric("compendium_connections_open", |n| n == 0.0);
+    assert_eq!(relay.metric("compendium_addresses_live"), 0.0);
+    wait_for_fds(&relay, fds_before);
+    assert_rss_near(
+        &relay,
+        rss_after_first_round,
+        "hostile input: the first of 20 rounds",
+    );
+}
+
+/// RSS is within 8 MiB of `reference`, taken after the first `after` (by then the
+/// allocator holds its working set, so later growth is what the load left behind).
+fn assert_rss_near(relay: &Relay, reference: u64, after: &str) {
+    let rss = relay.rss_kib();
+    eprintln!("{after}: RSS {reference} KiB after it, {rss} KiB at the end");
+    assert!(
+        rss.saturating_sub(reference) < 8 * MIB,
+        "{after}: RSS {reference} KiB after it, {rss} KiB at the end"
+    );
 }
 
 /// Closed sockets leave the server's descriptor table shortly after the close is seen.

@@ -1,6 +1,7 @@
 //! Shared test support: a real server on 127.0.0.1:0 and a raw tokio-tungstenite client.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod hostile;
 pub mod process;
 pub mod raw;
 
