@@ -149,3 +149,48 @@ fn the_session_schema_is_the_one_codegen_used() {
             .expect("read");
     assert_eq!(session::SESSION_SCHEMA, on_disk);
 }
+
+#[test]
+fn errors_about_huge_values_show_both_ends_and_stay_short() {
+    let base = r#"{"id":"3.3/9","rule":"3.3","level":"MUST","description":"d","requirement":"r","actors":{"A":{}},"steps":[STEP]}"#;
+    let close = r#"{"action":"close","actor":"A"}"#;
+    let huge = "x".repeat(100_000);
+    let cases = [
+        (
+            "huge id",
+            base.replace("3.3/9", &huge).replace("STEP", close),
+            r#"bad.json: /id: "xxx"#,
+            r#"xxx" does not match "^[0-9]+\.[0-9]+/[0-9]+$""#,
+        ),
+        (
+            "huge action",
+            base.replace("STEP", &format!(r#"{{"action":"{huge}","actor":"A"}}"#)),
+            r#"bad.json: /steps/0: unknown action "xxx"#,
+            "expected one of send, send_text, send_binary, ping, expect, expect_silence, eventually, close, drop",
+        ),
+        (
+            "huge actor",
+            base.replace("STEP", &format!(r#"{{"action":"close","actor":"{huge}"}}"#)),
+            r#"bad.json: /steps/0/actor: actor "xxx"#,
+            r#"xxx" is not declared in "actors""#,
+        ),
+        (
+            "huge member name",
+            base.replace(
+                "STEP",
+                &format!(r#"{{"action":"close","actor":"A","{huge}":1}}"#),
+            ),
+            "bad.json: /steps/0: Additional properties are not allowed ('xxx",
+            "xxx' was unexpected)",
+        ),
+    ];
+    for (what, text, start, end) in cases {
+        let shown = session::parse("bad.json", &text)
+            .expect_err(what)
+            .to_string();
+        assert!(shown.len() < 600, "{what}: {} bytes", shown.len());
+        assert!(shown.starts_with(start), "{what}: {shown}");
+        assert!(shown.ends_with(end), "{what}: {shown}");
+        assert!(shown.contains(" bytes left out)…"), "{what}: {shown}");
+    }
+}

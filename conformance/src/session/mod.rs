@@ -8,6 +8,7 @@ mod generated;
 #[rustfmt::skip]
 mod index;
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::LazyLock;
@@ -31,9 +32,10 @@ static VALIDATOR: LazyLock<Result<jsonschema::Validator, String>> = LazyLock::ne
 pub struct SessionError {
     /// The file (or source name) the session came from.
     pub file: String,
-    /// JSON pointer to the offending field ("" for the whole file).
+    /// JSON pointer to the offending field ("" for the whole file), exactly; the error's
+    /// `Display` shows at most 400 bytes of it (the middle left out).
     pub pointer: String,
-    /// What is wrong.
+    /// What is wrong; at most 400 bytes of it (a long quoted value has its middle left out).
     pub message: String,
 }
 
@@ -42,9 +44,36 @@ impl fmt::Display for SessionError {
         if self.pointer.is_empty() {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file, self.pointer, self.message)
+            let pointer = elide(&self.pointer, MAX_SHOWN);
+            write!(f, "{}: {pointer}: {}", self.file, self.message)
         }
     }
+}
+
+/// The most of a message, or of a pointer, that an error shows: a schema error quotes the
+/// offending value, and a value (or a member name) may be a megabyte long.
+const MAX_SHOWN: usize = 400;
+
+/// `text`, with its middle left out if it is longer than `max` bytes. Both ends stay: the
+/// start says where and what, the end what was expected instead.
+fn elide(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut head = max / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - max / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    Cow::Owned(format!(
+        "{}…({} bytes left out)…{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    ))
 }
 
 impl std::error::Error for SessionError {}
@@ -58,7 +87,7 @@ pub fn parse(file: &str, text: &str) -> Result<Session, SessionError> {
     let error = |pointer: &str, message: String| SessionError {
         file: file.to_owned(),
         pointer: pointer.to_owned(),
-        message,
+        message: elide(&message, MAX_SHOWN).into_owned(),
     };
     let value: Value =
         serde_json::from_str(text).map_err(|e| error("", format!("not JSON: {e}")))?;
@@ -201,4 +230,19 @@ pub fn builtin() -> Result<Vec<Session>, SessionError> {
         .iter()
         .map(|(name, text)| parse(name, text))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elide;
+
+    #[test]
+    fn elide_keeps_short_text_and_cuts_long_text_on_character_boundaries() {
+        assert_eq!(elide("short", 10), "short");
+        // "é" is two bytes: neither cut may fall inside one.
+        let long = format!("a{}z", "é".repeat(50));
+        let shown = elide(&long, 12);
+        assert_eq!(shown, "aéé…(92 bytes left out)…ééz");
+        assert!(shown.len() < long.len());
+    }
 }
