@@ -11,3 +11,12 @@ pub mod relay_core;
 pub mod session_file;
 
 mod msg;
+
+/// The reference an oracle checks against: `schema` compiled by jsonschema, offline.
+fn reference(schema: &str) -> jsonschema::Validator {
+    let schema: serde_json::Value = serde_json::from_str(schema).expect("the schema is JSON");
+    jsonschema::options()
+        .offline()
+        .build(&schema)
+        .expect("the schema compiles")
+}

@@ -9,13 +9,7 @@ use std::sync::LazyLock;
 use compendium_messages::{Message, ParseError, SCHEMA_JSON};
 use serde_json::Value;
 
-static REFERENCE: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    let schema: Value = serde_json::from_str(SCHEMA_JSON).expect("the schema is JSON");
-    jsonschema::options()
-        .offline()
-        .build(&schema)
-        .expect("the schema compiles")
-});
+static REFERENCE: LazyLock<jsonschema::Validator> = LazyLock::new(|| crate::reference(SCHEMA_JSON));
 
 /// One input.
 pub fn run(data: &[u8]) {

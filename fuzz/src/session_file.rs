@@ -12,13 +12,8 @@ use compendium_conformance::case::Case;
 use compendium_conformance::session::{self, SESSION_SCHEMA};
 use serde_json::Value;
 
-static REFERENCE: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    let schema: Value = serde_json::from_str(SESSION_SCHEMA).expect("the schema is JSON");
-    jsonschema::options()
-        .offline()
-        .build(&schema)
-        .expect("the schema compiles")
-});
+static REFERENCE: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| crate::reference(SESSION_SCHEMA));
 
 /// One input.
 pub fn run(data: &[u8]) {
