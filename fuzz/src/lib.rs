@@ -6,6 +6,7 @@
 //! becomes a plain test in the crate it concerns (see README.md, "Fuzzing").
 
 pub mod client_frames;
+pub mod members;
 pub mod message_parse;
 pub mod relay_core;
 pub mod session_file;

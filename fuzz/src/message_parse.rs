@@ -39,7 +39,11 @@ pub fn run(data: &[u8]) {
                 REFERENCE.is_valid(&value),
                 "parse accepted what the schema rejects"
             );
-            let keys = serde_json::from_str::<TopKeys>(text).expect("an object").0;
+            let keys: Vec<String> = crate::members::members(text)
+                .expect("an object")
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
             let mut unique = keys.clone();
             unique.sort();
             unique.dedup();
@@ -68,30 +72,26 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// The top-level member names of an object, duplicates included (serde_json's `Map`
-/// would keep only the last).
-struct TopKeys(Vec<String>);
-
-impl<'de> serde::Deserialize<'de> for TopKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Keys;
-        impl<'de> serde::de::Visitor<'de> for Keys {
-            type Value = TopKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<TopKeys, A::Error> {
-                let mut keys = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                    keys.push(key);
-                }
-                Ok(TopKeys(keys))
-            }
-        }
-        deserializer.deserialize_map(Keys)
+/// libFuzzer's mutation step for this target: half of the time one member-level mutation
+/// ([`crate::members`]), otherwise (and for texts that are not objects) libFuzzer's own.
+pub fn mutate(data: &mut [u8], size: usize, max_size: usize, seed: u32) -> usize {
+    if seed.is_multiple_of(2)
+        && let Ok(text) = std::str::from_utf8(&data[..size])
+        && let Some(out) = crate::members::mutate(text, seed / 2, mutate_value)
+        && out.len() <= max_size
+    {
+        data[..out.len()].copy_from_slice(out.as_bytes());
+        return out.len();
     }
+    libfuzzer_sys::fuzzer_mutate(data, size, max_size)
+}
+
+/// One member's value after libFuzzer's byte mutations (room to grow included).
+fn mutate_value(value: &str) -> String {
+    let mut bytes = value.as_bytes().to_vec();
+    let len = bytes.len();
+    bytes.resize(len * 2 + 16, 0);
+    let capacity = bytes.len();
+    let new_len = libfuzzer_sys::fuzzer_mutate(&mut bytes, len, capacity);
+    String::from_utf8_lossy(&bytes[..new_len]).into_owned()
 }
