@@ -2,9 +2,9 @@
 //! relay and back, and writes what happened as a session file — so a real session can
 //! become a regression case.
 //!
-//! Actors are named by connection order (A, B, C, …). Addresses the relay assigns become
-//! placeholders named for the actor that received them (`$A`, then `$A2` after a
-//! re-INIT, …); addresses clients use that the relay never assigned become `$NEW1`, … .
+//! Actors are named in the order their connections are accepted (A, B, C, …). Addresses
+//! the relay assigns become placeholders named for the actor that received them (`$A`,
+//! then `$A2` after a re-INIT, …); addresses clients use that the relay never assigned become `$NEW1`, … .
 //! ERR codes are recorded as requirements and ERR texts as recommendations (`should`),
 //! since other relays may word errors differently; a DELIVER's msg bytes likewise.
 
@@ -97,13 +97,17 @@ impl Recorder {
             log,
         } = self;
         let accept = async {
-            loop {
+            // Actors are named in the order their connections are accepted, here, and not
+            // when their proxies are ready: those race, and a client that connects after
+            // another has finished connecting must get the later name.
+            for index in 0.. {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                let actor = actor_name(index);
                 let (upstream, client, log) = (upstream.clone(), client.clone(), Arc::clone(&log));
                 tokio::spawn(async move {
-                    if let Err(err) = proxy(tcp, &upstream, &client, &log).await {
+                    if let Err(err) = proxy(tcp, actor, &upstream, &client, &log).await {
                         eprintln!("recorder: {err}");
                     }
                 });
@@ -151,8 +155,10 @@ fn actor_name(index: usize) -> String {
     }
 }
 
+/// Proxy one connection as `actor`; it joins the session's actors once both sides are up.
 async fn proxy(
     tcp: tokio::net::TcpStream,
+    actor: String,
     upstream: &str,
     client: &ClientBuilder,
     log: &Mutex<Log>,
@@ -174,12 +180,7 @@ async fn proxy(
         .connect_raw(&format!("{upstream}{path}"))
         .await
         .map_err(|e| format!("upstream: {e}"))?;
-    let actor = {
-        let mut log = lock(log);
-        let name = actor_name(log.actors.len());
-        log.actors.push((name.clone(), path));
-        name
-    };
+    lock(log).actors.push((actor.clone(), path));
     let (mut down_tx, mut down_rx) = downstream.split();
     let (mut up_tx, mut up_rx) = upstream_socket.split();
     loop {
