@@ -4,7 +4,8 @@
 //!
 //! Actors are named in the order their connections are accepted (A, B, C, …). Addresses
 //! the relay assigns become placeholders named for the actor that received them (`$A`,
-//! then `$A2` after a re-INIT, …); addresses clients use that the relay never assigned become `$NEW1`, … .
+//! then `$A2` after a re-INIT, …); addresses clients use that the relay never assigned
+//! become `$NEW1`, … .
 //! ERR codes are recorded as requirements and ERR texts as recommendations (`should`),
 //! since other relays may word errors differently; a DELIVER's msg bytes likewise.
 
