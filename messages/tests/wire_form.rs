@@ -52,3 +52,26 @@ fn address_errors_are_precise() {
         "00000000000000000000000000000001"
     );
 }
+
+/// `msg` is checked for form and never decoded (docs/security.md, "About msg"), so a ROUTE
+/// may carry what a decoder refuses — and then the DELIVER the relay builds from it must
+/// parse too, or the receiving client could not read what the relay delivered. (Found by
+/// the message_parse fuzz target, whose oracle had allowed this for ROUTE only.)
+#[test]
+fn an_undecodable_msg_is_carried_by_route_and_deliver_alike() {
+    let msg = r#"{"\ud800":"lone surrogate","n":1e999999}"#;
+    assert!(serde_json::from_str::<serde_json::Value>(msg).is_err());
+    let route = format!(
+        r#"{{"type":"ROUTE","EpheWssAddr":"{}","msg":{msg}}}"#,
+        addr()
+    );
+    let Message::Route { msg: payload, .. } = Message::parse(&route).unwrap() else {
+        panic!("not a ROUTE")
+    };
+    assert_eq!(payload.as_str(), msg);
+    let deliver = payload.deliver_frame();
+    let Message::Deliver { msg: delivered } = Message::parse(&deliver).unwrap() else {
+        panic!("not a DELIVER")
+    };
+    assert_eq!(delivered.as_str(), msg);
+}
