@@ -29,100 +29,70 @@ async fn back_to_baseline(server: TestServer, connections: u64) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn garbage_instead_of_a_handshake_is_dropped() {
+/// Play one attack beside a bystander connection and return what the attack saw — after
+/// checking that the bystander is still served and that, once it has gone too
+/// (`connections` WebSocket connections in all), nothing is left behind.
+async fn beside_a_bystander<T>(connections: u64, attack: impl AsyncFnOnce(&str) -> T) -> T {
     let server = TestServer::default().await;
     let mut bystander = server.client().await;
-    hostile::garbage_instead_of_a_handshake(&server.url).await;
+    let seen = attack(&server.url).await;
     bystander_is_fine(&mut bystander).await;
     drop(bystander);
-    back_to_baseline(server, 1).await;
+    back_to_baseline(server, connections).await;
+    seen
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_handshake_is_dropped() {
+    // No WebSocket connection comes of it: only the bystander's ends.
+    beside_a_bystander(1, hostile::garbage_instead_of_a_handshake).await;
 }
 
 #[tokio::test]
 async fn garbage_after_a_valid_handshake_closes_1002() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    assert_eq!(
-        hostile::garbage_after_a_handshake(&server.url).await,
-        Some(1002)
-    );
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
+    let code = beside_a_bystander(2, hostile::garbage_after_a_handshake).await;
+    assert_eq!(code, Some(1002));
 }
 
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_closes_1007() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    assert_eq!(
-        hostile::invalid_utf8_in_a_text_frame(&server.url).await,
-        Some(1007)
-    );
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
+    let code = beside_a_bystander(2, hostile::invalid_utf8_in_a_text_frame).await;
+    assert_eq!(code, Some(1007));
 }
 
 #[tokio::test]
 async fn a_reserved_opcode_closes_1002() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    assert_eq!(hostile::a_reserved_opcode(&server.url).await, Some(1002));
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
+    let code = beside_a_bystander(2, hostile::a_reserved_opcode).await;
+    assert_eq!(code, Some(1002));
 }
 
 #[tokio::test]
 async fn an_unmasked_client_frame_closes_1002() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    assert_eq!(
-        hostile::an_unmasked_client_frame(&server.url).await,
-        Some(1002)
-    );
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
+    let code = beside_a_bystander(2, hostile::an_unmasked_client_frame).await;
+    assert_eq!(code, Some(1002));
 }
 
 #[tokio::test]
 async fn a_frame_announcing_2_pow_63_bytes_is_refused_without_allocating_it() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
+    let code = beside_a_bystander(2, hostile::a_frame_announcing_2_pow_63_bytes).await;
     // Refused (too big, or malformed) — and the process is still here to say so.
-    let code = hostile::a_frame_announcing_2_pow_63_bytes(&server.url).await;
     assert!(matches!(code, Some(1009 | 1002)), "{code:?}");
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
 }
 
 #[tokio::test]
 async fn hostile_json_gets_precise_400s_and_the_connection_stays() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    let mut a = server.client().await;
-    hostile::send_hostile_json(&mut a).await;
-    a.init().await;
-    bystander_is_fine(&mut bystander).await;
-    drop((a, bystander));
-    back_to_baseline(server, 2).await;
+    beside_a_bystander(2, async |url: &str| {
+        let mut a = Client::connect(url).await;
+        hostile::send_hostile_json(&mut a).await;
+        a.init().await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_message_over_the_limit_closes_1009() {
-    let server = TestServer::default().await;
-    let mut bystander = server.client().await;
-    assert_eq!(
-        hostile::a_message_over_the_limit(&server.url).await,
-        Some(1009)
-    );
-    bystander_is_fine(&mut bystander).await;
-    drop(bystander);
-    back_to_baseline(server, 2).await;
+    let code = beside_a_bystander(2, hostile::a_message_over_the_limit).await;
+    assert_eq!(code, Some(1009));
 }
 
 #[tokio::test]

@@ -23,8 +23,14 @@ pub fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
 
 /// The close code of the frames the server sends until it hangs up.
 async fn close_code(stream: &mut TcpStream) -> Option<u16> {
-    let frames = raw::read_until_eof(stream).await;
-    frames.iter().find_map(|f| f.close()).map(|(code, _)| code)
+    first_close_code(&raw::read_until_eof(stream).await)
+}
+
+fn first_close_code(frames: &[raw::ServerFrame]) -> Option<u16> {
+    frames
+        .iter()
+        .find_map(raw::ServerFrame::close)
+        .map(|(code, _)| code)
 }
 
 /// Random bytes instead of an opening handshake; returns once the relay has hung up (a
@@ -104,10 +110,7 @@ pub async fn a_message_over_the_limit(url: &str) -> Option<u16> {
         .await
         .expect("the relay closes");
     sending.abort();
-    raw::parse(&bytes)
-        .iter()
-        .find_map(raw::ServerFrame::close)
-        .map(|(code, _)| code)
+    first_close_code(&raw::parse(&bytes))
 }
 
 /// One hostile JSON text and the start of the ERR 400 message it must get.
