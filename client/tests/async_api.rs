@@ -34,6 +34,40 @@ async fn init_route_and_deliver() {
     phone.close().await.expect("close");
 }
 
+/// Rule 2.7: whatever the relay forwards — at most 100 levels — the client decodes; a
+/// deeper msg is refused before it is sent.
+#[tokio::test]
+async fn the_deepest_msg_the_relay_forwards_decodes_and_a_deeper_one_is_refused_locally() {
+    let (url, _) = relay(Config::ephemeral()).await;
+    let pc = Client::connect(&url).await.expect("connect");
+    let mut phone = Client::connect(&url).await.expect("connect");
+    let addr = phone.init().await.expect("init");
+    let nested = |levels: usize| {
+        let mut value = json!({});
+        for level in 1..levels {
+            value = if level % 2 == 0 {
+                json!({ "o": value })
+            } else {
+                json!([value])
+            };
+        }
+        json!({ "d": value })
+    };
+    let deepest = nested(99); // {"d": ...99 levels...}: 100 in all
+    pc.route(&addr, &deepest).await.expect("route");
+    let got: serde_json::Value = phone.recv_json().await.expect("decodes");
+    assert_eq!(got, deepest);
+    match pc.route(&addr, &nested(100)).await {
+        Err(Error::InvalidPayload(err)) => assert_eq!(
+            err.to_string(),
+            "a payload may nest at most 100 levels deep, itself being level 1 (rule 2.7)"
+        ),
+        other => panic!("{other:?}"),
+    }
+    pc.close().await.expect("close");
+    phone.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn recv_json_decodes_into_a_type() {
     #[derive(Serialize, Deserialize, Debug, PartialEq)]

@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::case::{Body, Case, Ctx, Meta, Outcome};
+use crate::jsoneq::{Exact, Sameness, sameness};
 use crate::peer::{Peer, Received, clip};
 use crate::report::Verdict;
-use crate::runner::{PROBE, is_probe_answer};
+use crate::runner::{PROBE, PROBE_SENT, is_probe_answer};
 use crate::session::Level;
 
 type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -176,17 +177,27 @@ pub fn all() -> Vec<Case> {
 }
 
 async fn connect(ctx: &Ctx) -> Result<Peer, String> {
-    Peer::connect(&ctx.url, &ctx.client).await
+    Peer::connect(&ctx.url, &ctx.client)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", ctx.url))
 }
 
 async fn init(peer: &mut Peer, ctx: &Ctx) -> Result<String, String> {
     peer.send_text(Message::init().to_json()).await?;
-    match peer.next(ctx.timeout).await? {
-        Received::Text(text) => match Message::parse(&text) {
+    let frame = peer
+        .next(ctx.timeout)
+        .await
+        .map_err(|e| format!("INIT: expected INITRESP: {e}"))?;
+    match &frame {
+        Received::Text(text) => match Message::parse(text) {
             Ok(Message::Initresp { ephe_wss_addr }) => Ok(ephe_wss_addr.to_string()),
-            _ => Err(format!("expected INITRESP, got {}", clip(&text))),
+            _ => Err(format!("INIT: expected INITRESP, got {}", clip(text))),
         },
-        other => Err(format!("expected INITRESP, got {other}")),
+        Received::Close(_) | Received::Ended(_) => Err(format!(
+            "INIT: expected INITRESP, but {}",
+            peer.ended().unwrap_or("the connection ended")
+        )),
+        other => Err(format!("INIT: expected INITRESP, got {other}")),
     }
 }
 
@@ -196,7 +207,17 @@ fn route(to: &str, msg: &str) -> String {
 
 /// The next DELIVER's msg text, or what came instead.
 async fn delivered(peer: &mut Peer, within: Duration) -> Result<String, String> {
-    match peer.next(within).await? {
+    let frame = peer
+        .next(within)
+        .await
+        .map_err(|e| format!("expected DELIVER: {e}"))?;
+    if matches!(frame, Received::Close(_) | Received::Ended(_)) {
+        return Err(format!(
+            "expected DELIVER, but {}",
+            peer.ended().unwrap_or("the connection ended")
+        ));
+    }
+    match frame {
         Received::Text(text) => match Message::parse(&text) {
             Ok(Message::Deliver { msg }) => Ok(msg.as_str().to_owned()),
             Ok(other) => Err(format!(
@@ -213,22 +234,87 @@ async fn delivered(peer: &mut Peer, within: Duration) -> Result<String, String> 
     }
 }
 
+/// Delivered `msg`s judged against the routed ones (rule 3.4): a different value is a
+/// failure; the same value in other bytes only breaks the SHOULD, so the case ends
+/// NON-STRICT, naming how many and one example.
+#[derive(Debug, Default)]
+struct Exactness {
+    checked: usize,
+    only_json_equal: usize,
+    example: Option<(String, String)>,
+}
+
+impl Exactness {
+    /// `what` names the message in a failure ("message 7", "pair 3, seq 2").
+    fn check(&mut self, what: &str, routed: &str, delivered: &str) -> Result<(), String> {
+        self.checked += 1;
+        match sameness(routed, delivered) {
+            Sameness::Identical => Ok(()),
+            Sameness::JsonEqual => {
+                self.only_json_equal += 1;
+                self.example
+                    .get_or_insert_with(|| (routed.to_owned(), delivered.to_owned()));
+                Ok(())
+            }
+            Sameness::Different => Err(format!(
+                "{what}: expected a msg JSON-equal to {}, got {}",
+                clip(routed),
+                clip(delivered)
+            )),
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.checked += other.checked;
+        self.only_json_equal += other.only_json_equal;
+        if self.example.is_none() {
+            self.example = other.example;
+        }
+    }
+
+    /// PASS (with `detail`, if any) when every msg was byte-identical, else NON-STRICT.
+    fn outcome(self, detail: Option<String>) -> Outcome {
+        match self.example {
+            None => match detail {
+                Some(detail) => Outcome::with(Verdict::Pass, detail),
+                None => Outcome::pass(),
+            },
+            Some((routed, delivered)) => Outcome::with(
+                Verdict::NonStrict,
+                format!(
+                    "{} of {} delivered msgs were JSON-equal to what was routed but not \
+                     byte-identical (rule 3.4: SHOULD), e.g. routed {}, delivered {}",
+                    self.only_json_equal,
+                    self.checked,
+                    clip(&routed),
+                    clip(&delivered)
+                ),
+            ),
+        }
+    }
+}
+
 /// Send the probe and collect every text frame before its answer.
 async fn sync(peer: &mut Peer, within: Duration) -> Result<Vec<String>, String> {
     peer.send_text(PROBE.to_owned()).await?;
     let mut before = Vec::new();
     loop {
-        let frame = peer.next(within).await?;
+        let frame = peer
+            .next(within)
+            .await
+            .map_err(|e| format!("{PROBE_SENT}: {e}"))?;
         if is_probe_answer(&frame) {
             return Ok(before);
         }
         match frame {
             Received::Text(text) => before.push(text),
-            other => {
+            Received::Close(_) | Received::Ended(_) => {
                 return Err(format!(
-                    "expected replies then the probe's ERR 400, got {other}"
+                    "{PROBE_SENT}, but {}",
+                    peer.ended().unwrap_or("the connection ended")
                 ));
             }
+            other => return Err(format!("{PROBE_SENT}, got {other}")),
         }
     }
 }
@@ -271,14 +357,12 @@ async fn sixty_four_kib(ctx: Ctx) -> Outcome {
         let msg = format!(r#"{{"pad":"{}"}}"#, "x".repeat((64 << 10) - overhead));
         a.send_text(route(&b_addr, &msg)).await?;
         let got = delivered(&mut b, ctx.timeout).await?;
-        if got == msg {
-            Ok(())
-        } else {
-            Err("the 64 KiB msg arrived changed".to_owned())
-        }
+        let mut exactness = Exactness::default();
+        exactness.check("the 64 KiB msg", &msg, &got)?;
+        Ok::<_, String>(exactness.outcome(None))
     }
     .await
-    .into()
+    .unwrap_or_else(Outcome::fail)
 }
 
 async fn oversized(ctx: Ctx) -> Outcome {
@@ -375,24 +459,24 @@ async fn concurrent_pairs(ctx: Ctx) -> Outcome {
                 a.send_text(route(&b_addr, &format!(r#"{{"pair":{pair},"seq":{seq}}}"#)))
                     .await?;
             }
+            let mut exactness = Exactness::default();
             for seq in 0..MESSAGES {
                 let want = format!(r#"{{"pair":{pair},"seq":{seq}}}"#);
                 let got = delivered(&mut b, ctx.timeout).await?;
-                if got != want {
-                    return Err(format!("pair {pair}: expected {want}, got {got}"));
-                }
+                exactness.check(&format!("pair {pair}, message {seq}"), &want, &got)?;
             }
-            Ok::<(), String>(())
+            Ok::<Exactness, String>(exactness)
         }));
     }
+    let mut exactness = Exactness::default();
     for task in tasks {
         match task.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(pair)) => exactness.merge(pair),
             Ok(Err(e)) => return Outcome::fail(e),
             Err(e) => return Outcome::fail(format!("a pair's task failed: {e}")),
         }
     }
-    Outcome::pass()
+    exactness.outcome(None)
 }
 
 async fn burst(ctx: Ctx) -> Outcome {
@@ -403,15 +487,18 @@ async fn burst(ctx: Ctx) -> Outcome {
             a.send_text(route(&b_addr, &format!(r#"{{"seq":{seq}}}"#)))
                 .await?;
         }
+        let mut exactness = Exactness::default();
         for seq in 0..1000 {
             let got = delivered(&mut b, ctx.timeout).await?;
-            if got != format!(r#"{{"seq":{seq}}}"#) {
-                return Err(format!("message {seq}: got {got}"));
-            }
+            exactness.check(
+                &format!("message {seq}"),
+                &format!(r#"{{"seq":{seq}}}"#),
+                &got,
+            )?;
         }
         let extra = sync(&mut b, ctx.timeout).await?;
         if extra.is_empty() {
-            Ok(())
+            Ok::<_, String>(exactness.outcome(None))
         } else {
             Err(format!(
                 "after 1000 messages, more arrived: {}",
@@ -420,37 +507,70 @@ async fn burst(ctx: Ctx) -> Outcome {
         }
     }
     .await
-    .into()
+    .unwrap_or_else(Outcome::fail)
 }
 
+/// Rule 3.8 against a target that never reads. Three kinds of relay are told apart:
+/// one that refuses with 503 (PASS if nothing refused is delivered and nothing accepted is
+/// lost), one that buffers everything (UNSUPPORTED: no 503 after 64 MiB), and one that
+/// stops reading from the sender until the target reads (UNSUPPORTED if, once the target
+/// reads, every message arrives once and in order, and the sender is answered again; FAIL
+/// if anything was lost, duplicated, reordered or never answered).
 async fn backpressure(ctx: Ctx) -> Outcome {
     const LIMIT_BYTES: usize = 64 << 20;
     let run = async {
         let (mut a, mut b) = (connect(&ctx).await?, connect(&ctx).await?);
         let b_addr = init(&mut b, &ctx).await?;
         let pad = "x".repeat(32 << 10);
+        // A relay answers a probe at once unless it has stopped reading from the sender.
+        let wait = ctx.timeout * 5;
         let (mut sent, mut refused) = (0usize, 0usize);
-        while refused == 0 && sent * pad.len() < LIMIT_BYTES {
+        let mut blocked = false;
+        'sending: while refused == 0 && sent * pad.len() < LIMIT_BYTES {
             for _ in 0..32 {
-                a.send_text(route(
-                    &b_addr,
-                    &format!(r#"{{"seq":{sent},"pad":"{pad}"}}"#),
-                ))
-                .await?;
+                let text = route(&b_addr, &format!(r#"{{"seq":{sent},"pad":"{pad}"}}"#));
+                // A send that times out may or may not have left its frame in our buffer
+                // (to be written when the relay reads again): `sent` counts only sends
+                // that completed, and the one after them may arrive too.
+                match tokio::time::timeout(wait, a.send_text(text)).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        blocked = true;
+                        break 'sending;
+                    }
+                }
                 sent += 1;
             }
-            for reply in sync(&mut a, ctx.timeout.max(Duration::from_secs(10))).await? {
-                match Message::parse(&reply) {
-                    Ok(Message::Err { err_code: 503, .. }) => refused += 1,
-                    _ => return Err(format!("expected nothing or ERR 503, got {}", clip(&reply))),
+            match sync(&mut a, wait).await {
+                Ok(replies) => {
+                    for reply in replies {
+                        match Message::parse(&reply) {
+                            Ok(Message::Err { err_code: 503, .. }) => refused += 1,
+                            _ => {
+                                return Err(format!(
+                                    "expected nothing or ERR 503, got {}",
+                                    clip(&reply)
+                                ));
+                            }
+                        }
+                    }
                 }
+                Err(_) if a.ended().is_none() => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => return Err(e),
             }
+        }
+        if blocked {
+            return blocked_sender(a, b, sent, wait).await;
         }
         if refused == 0 {
             return Ok(Outcome::with(
                 Verdict::Unsupported,
                 format!(
-                    "no 503 after {} MiB to a reader that never reads",
+                    "no 503 after {} MiB to a reader that never reads: the relay buffers \
+                     without bound",
                     LIMIT_BYTES >> 20
                 ),
             ));
@@ -458,25 +578,21 @@ async fn backpressure(ctx: Ctx) -> Outcome {
         // Every accepted message arrives, in order; no refused one does.
         let mut last = None;
         for _ in 0..sent - refused {
-            let msg = delivered(&mut b, ctx.timeout.max(Duration::from_secs(10))).await?;
-            let seq: usize = msg
-                .split("\"seq\":")
-                .nth(1)
-                .and_then(|r| r.split(',').next())
-                .and_then(|s| s.parse().ok())
-                .ok_or("a delivered message lost its seq")?;
+            let msg = delivered(&mut b, wait).await?;
+            let seq = seq_of(&msg)?;
             if last.is_some_and(|l| seq <= l) {
                 return Err(format!("delivered out of order: {seq} after {last:?}"));
             }
             last = Some(seq);
         }
-        a.send_text(route(&b_addr, r#"{"end":true}"#)).await?;
-        let end = delivered(&mut b, ctx.timeout).await?;
-        if end != r#"{"end":true}"# {
+        let end = r#"{"end":true}"#;
+        a.send_text(route(&b_addr, end)).await?;
+        let got = delivered(&mut b, ctx.timeout).await?;
+        if sameness(end, &got) == Sameness::Different {
             return Err(format!(
                 "{refused} refused with 503, but more than the {} accepted were delivered: {}",
                 sent - refused,
-                clip(&end)
+                clip(&got)
             ));
         }
         Ok(Outcome::with(
@@ -488,6 +604,100 @@ async fn backpressure(ctx: Ctx) -> Outcome {
         ))
     };
     run.await.unwrap_or_else(Outcome::fail)
+}
+
+/// The relay stopped reading from the sender `a` while the target `b` did not read. Now
+/// `b` reads: each of the `sent` messages (and perhaps the one whose send was cut short)
+/// must arrive once, in order, and `a` must be answered again.
+async fn blocked_sender(
+    mut a: Peer,
+    mut b: Peer,
+    sent: usize,
+    wait: Duration,
+) -> Result<Outcome, String> {
+    let what_happened = "the relay stopped reading from the sender while the target did not \
+                         read (no 503)";
+    // Write out what is still buffered on our side while `b` reads, in another task: the
+    // relay reads it only once `b` has drained enough.
+    let flushing = tokio::spawn(async move {
+        let flushed = tokio::time::timeout(wait * 2, a.flush()).await;
+        (a, flushed)
+    });
+    let mut arrived = 0;
+    loop {
+        let msg = match delivered(&mut b, wait).await {
+            Ok(msg) => msg,
+            Err(_) if arrived >= sent => break,
+            Err(e) => {
+                return Err(format!(
+                    "{what_happened}; once the target read, {arrived} of the {sent} messages \
+                     sent arrived, then: {e}"
+                ));
+            }
+        };
+        let seq = seq_of(&msg)?;
+        if seq != arrived || arrived > sent {
+            return Err(format!(
+                "{what_happened}; once the target read, message {seq} arrived where \
+                 {arrived} was due (lost, duplicated or reordered)"
+            ));
+        }
+        arrived += 1;
+    }
+    let (mut a, flushed) = flushing
+        .await
+        .map_err(|e| format!("the sender's task failed: {e}"))?;
+    match flushed {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(format!(
+                "{what_happened}; once the target had read everything, the relay still did \
+                 not read the sender's last message"
+            ));
+        }
+    }
+    // Nothing more for the target; and the sender's probes are answered again.
+    let extra = sync(&mut b, wait).await?;
+    if !extra.is_empty() {
+        return Err(format!(
+            "after the {arrived} messages, more arrived: {}",
+            clip(&extra.join(" "))
+        ));
+    }
+    let replies = sync(&mut a, wait).await.map_err(|e| {
+        format!(
+            "{what_happened}; once the target had read everything, the sender was still not \
+             answered: {e}"
+        )
+    })?;
+    if let Some(other) = replies
+        .iter()
+        .find(|r| !is_probe_answer(&Received::Text((*r).clone())))
+    {
+        return Err(format!(
+            "the sender got {} (expected only the ERR 400s to its probes)",
+            clip(other)
+        ));
+    }
+    Ok(Outcome::with(
+        Verdict::Unsupported,
+        format!(
+            "no 503: the relay stopped reading from the sender once the target stopped \
+             reading (after {arrived} messages of 32 KiB), so meanwhile the sender could \
+             send nothing to anyone; once the target read, all {arrived} arrived once, in \
+             order, and the sender was answered again. Rule 3.8 is optional and nothing \
+             was lost"
+        ),
+    ))
+}
+
+/// The `seq` member of a delivered msg (however the relay spelled the object).
+fn seq_of(msg: &str) -> Result<usize, String> {
+    Exact::parse(msg)
+        .ok()
+        .and_then(|tree| tree.member("seq").and_then(Exact::as_u64))
+        .and_then(|seq| usize::try_from(seq).ok())
+        .ok_or_else(|| format!("a delivered message lost its seq: {}", clip(msg)))
 }
 
 async fn rate_limit(ctx: Ctx) -> Outcome {

@@ -34,13 +34,24 @@ pub enum Exact {
 }
 
 /// A number as `digits × 10^exponent` with no leading or trailing zero digits (zero is
-/// empty digits), so equal values have equal representations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// empty digits), so equal values have equal representations; shown as it was written.
+#[derive(Debug, Clone)]
 pub struct Decimal {
     negative: bool,
     digits: String,
     exponent: i64,
+    /// The number's text as the relay (or the session file) wrote it, for messages.
+    written: String,
 }
+
+impl PartialEq for Decimal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.negative, &self.digits, self.exponent)
+            == (other.negative, &other.digits, other.exponent)
+    }
+}
+
+impl Eq for Decimal {}
 
 impl Decimal {
     fn parse(text: &str) -> Option<Self> {
@@ -59,17 +70,20 @@ impl Decimal {
         digits.truncate(digits.len() - trailing);
         exponent = exponent.checked_add(i64::try_from(trailing).ok()?)?;
         let digits = digits.trim_start_matches('0').to_owned();
+        let written = text.to_owned();
         if digits.is_empty() {
             return Some(Self {
                 negative: false,
                 digits,
                 exponent: 0,
+                written,
             });
         }
         Some(Self {
             negative,
             digits,
             exponent,
+            written,
         })
     }
 }
@@ -79,14 +93,7 @@ impl fmt::Display for Exact {
         match self {
             Self::Null => f.write_str("null"),
             Self::Bool(b) => write!(f, "{b}"),
-            Self::Number(d) => {
-                let sign = if d.negative { "-" } else { "" };
-                if d.digits.is_empty() {
-                    f.write_str("0")
-                } else {
-                    write!(f, "{sign}{}e{}", d.digits, d.exponent)
-                }
-            }
+            Self::Number(d) => f.write_str(&d.written),
             Self::String(s) => write!(f, "{}", serde_json::Value::String(s.clone())),
             Self::Array(items) => {
                 f.write_str("[")?;
@@ -157,6 +164,15 @@ impl Exact {
         })
     }
 
+    /// A number that is a non-negative integer written plainly (`12`, not `1.2e1`).
+    #[must_use]
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Number(d) => d.written.parse().ok(),
+            _ => None,
+        }
+    }
+
     /// A top-level member of an object.
     #[must_use]
     pub fn member(&self, name: &str) -> Option<&Exact> {
@@ -164,6 +180,30 @@ impl Exact {
             Self::Object(members) => members.get(name),
             _ => None,
         }
+    }
+}
+
+/// How a delivered `msg` compares with the one that was routed (rule 3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sameness {
+    /// The same bytes (what rule 3.4 recommends).
+    Identical,
+    /// Different bytes, the same JSON value (what rule 3.4 requires).
+    JsonEqual,
+    /// A different value, or not JSON at all.
+    Different,
+}
+
+/// Compare a delivered `msg` with the routed one: bytes first, then JSON equality with
+/// exact numbers.
+#[must_use]
+pub fn sameness(routed: &str, delivered: &str) -> Sameness {
+    if routed == delivered {
+        return Sameness::Identical;
+    }
+    match (Exact::parse(routed), Exact::parse(delivered)) {
+        (Ok(a), Ok(b)) if a == b => Sameness::JsonEqual,
+        _ => Sameness::Different,
     }
 }
 
@@ -252,6 +292,27 @@ mod tests {
             "1.2345678901234568e29"
         ));
         assert!(!eq("1", "-1"));
+    }
+
+    #[test]
+    fn numbers_are_shown_as_written() {
+        let mut b = Bindings::default();
+        let got = Exact::parse(r#"{"errCode":404}"#).unwrap();
+        let err = expect_eq(&serde_json::json!({"errCode": 400}), &got, &mut b).unwrap_err();
+        assert_eq!(err, "/errCode: expected 400, got 404");
+        let got = Exact::parse(r#"[1.50e-7]"#).unwrap();
+        assert_eq!(got.to_string(), "[1.50e-7]");
+    }
+
+    #[test]
+    fn sameness_tells_bytes_from_values() {
+        assert_eq!(sameness(r#"{"a":1}"#, r#"{"a":1}"#), Sameness::Identical);
+        assert_eq!(
+            sameness(r#"{"a":1,"b":2}"#, r#"{"b": 2, "a": 1.0}"#),
+            Sameness::JsonEqual
+        );
+        assert_eq!(sameness(r#"{"a":1}"#, r#"{"a":2}"#), Sameness::Different);
+        assert_eq!(sameness(r#"{"a":1}"#, "not json"), Sameness::Different);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use compendium_client::ClientBuilder;
 use compendium_conformance::case::{self, Case};
 use compendium_conformance::recorder::{Labels, Recorder};
-use compendium_conformance::runner::{RunOptions, run};
+use compendium_conformance::runner::{DEFAULT_CASE_TIMEOUT, RunOptions, run};
 use compendium_conformance::{load, session};
 
 /// Conformance suite for Compendium WebSocket relays.
@@ -40,9 +40,14 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// How long to wait for each expected frame, in milliseconds.
+        /// How long to wait for each expected frame, and for each connection to open, in
+        /// milliseconds.
         #[arg(long, value_name = "N", default_value_t = 2000)]
         timeout_ms: u64,
+        /// The most one case may take, in milliseconds (plus --slow-ms); a case still
+        /// running then FAILs. A run ends within cases × this, whatever the relay does.
+        #[arg(long, value_name = "N", default_value_t = u64::try_from(DEFAULT_CASE_TIMEOUT.as_millis()).unwrap_or(u64::MAX))]
+        case_timeout_ms: u64,
         /// Trust only this PEM certificate for wss:// (a private CA or self-signed relay).
         #[arg(long, value_name = "PEM")]
         ca_cert: Option<PathBuf>,
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
                 strict,
                 format,
                 timeout_ms,
+                case_timeout_ms,
                 ca_cert,
                 slow_ms,
                 max_connections,
@@ -184,6 +190,7 @@ fn main() -> ExitCode {
                 options.prefixes = prefixes;
                 options.strict = strict;
                 options.timeout = Duration::from_millis(timeout_ms);
+                options.case_timeout = Duration::from_millis(case_timeout_ms);
                 options.client = client(ca_cert);
                 options.slow = slow_ms.map(Duration::from_millis);
                 options.max_connections = max_connections;

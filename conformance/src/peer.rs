@@ -29,29 +29,49 @@ impl std::fmt::Display for Received {
             Self::Text(text) => write!(f, "text {}", clip(text)),
             Self::Binary(bytes) => write!(f, "a binary frame of {} bytes", bytes.len()),
             Self::Pong(bytes) => write!(f, "pong {:?}", String::from_utf8_lossy(bytes)),
-            Self::Close(Some((code, reason))) => write!(f, "close {code} {reason:?}"),
-            Self::Close(None) => write!(f, "close (no code)"),
-            Self::Ended(how) => write!(f, "end of connection ({how})"),
+            Self::Close(Some((code, reason))) => {
+                write!(f, "the relay's close frame {code} {reason:?}")
+            }
+            Self::Close(None) => write!(f, "the relay's close frame (no code)"),
+            Self::Ended(how) => write!(f, "the end of the connection ({how})"),
         }
     }
 }
 
-/// Long frames are shown cut, so a report stays readable.
+/// Long frames are shown cut, so a report stays readable; control characters are shown
+/// escaped (`\u{1}`), so a relay's garbage cannot garble the terminal.
 pub(crate) fn clip(text: &str) -> String {
     const MAX: usize = 300;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
+    let mut end = MAX.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    let shown: String = text[..end]
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if end == text.len() {
+        shown
+    } else {
+        format!("{shown}… ({} bytes)", text.len())
+    }
 }
 
 /// A raw connection to the relay under test.
 pub struct Peer {
     ws: RawSocket,
+    /// How the connection ended, once it has: the relay's close frame if it sent one, or
+    /// what broke it. Every later read fails at once with this, so a loop that waits for a
+    /// frame can never spin on a dead connection.
+    ended: Option<String>,
+    /// The relay's close frame, kept until the end of the connection is seen.
+    close: Option<String>,
 }
 
 impl Peer {
@@ -61,7 +81,11 @@ impl Peer {
     /// Why it could not connect.
     pub async fn connect(url: &str, options: &ClientBuilder) -> Result<Self, String> {
         let ws = options.connect_raw(url).await.map_err(|e| e.to_string())?;
-        Ok(Self { ws })
+        Ok(Self {
+            ws,
+            ended: None,
+            close: None,
+        })
     }
 
     /// Send one text frame.
@@ -97,6 +121,18 @@ impl Peer {
             .map_err(|e| format!("send failed: {e}"))
     }
 
+    /// Write out whatever earlier sends left buffered (a send cancelled by a timeout leaves
+    /// its frame in the socket's buffer).
+    ///
+    /// # Errors
+    /// If the connection is gone.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        self.ws
+            .flush()
+            .await
+            .map_err(|e| format!("send failed: {e}"))
+    }
+
     /// Send a ping.
     ///
     /// # Errors
@@ -109,27 +145,56 @@ impl Peer {
     }
 
     /// The next frame other than a ping (answered automatically), waiting at most `within`.
+    /// The end of the connection is returned once, as [`Received::Ended`].
     ///
     /// # Errors
-    /// A timeout, as text.
+    /// A timeout, or a read after the connection has ended, as text that says how it ended
+    /// (e.g. "the relay closed the connection with 1011 \"internal error\"").
     pub async fn next(&mut self, within: Duration) -> Result<Received, String> {
+        if let Some(how) = &self.ended {
+            return Err(how.clone());
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| format!("nothing arrived within {} ms", within.as_millis()))?;
             return Ok(match next {
-                None => Received::Ended("connection closed".into()),
-                Some(Err(err)) => Received::Ended(err.to_string()),
+                None => self.end("connection closed".into()),
+                Some(Err(err)) => self.end(err.to_string()),
                 Some(Ok(Frame::Text(text))) => Received::Text(text.as_str().to_owned()),
                 Some(Ok(Frame::Binary(bytes))) => Received::Binary(bytes.to_vec()),
                 Some(Ok(Frame::Pong(bytes))) => Received::Pong(bytes.to_vec()),
-                Some(Ok(Frame::Close(frame))) => Received::Close(
-                    frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())),
-                ),
+                Some(Ok(Frame::Close(frame))) => {
+                    let frame = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                    self.close = Some(match &frame {
+                        Some((code, reason)) => {
+                            format!("the relay closed the connection with {code} {reason:?}")
+                        }
+                        None => "the relay closed the connection (no close code)".to_owned(),
+                    });
+                    Received::Close(frame)
+                }
                 Some(Ok(Frame::Ping(_) | Frame::Frame(_))) => continue,
             });
         }
+    }
+
+    /// Record the end of the connection; `how` it broke unless the relay closed it.
+    fn end(&mut self, how: String) -> Received {
+        let ended = self
+            .close
+            .clone()
+            .unwrap_or_else(|| format!("the connection ended without a close frame ({how})"));
+        self.ended = Some(ended);
+        Received::Ended(how)
+    }
+
+    /// How the connection ended (or is ending: the relay's close frame has arrived), if it
+    /// has, e.g. "the relay closed the connection with 1011 \"internal error\"".
+    #[must_use]
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref().or(self.close.as_deref())
     }
 
     /// The close handshake from our side: send close 1000, then read until the relay's
@@ -138,19 +203,21 @@ impl Peer {
     /// # Errors
     /// What was wrong with the relay's closing behaviour.
     pub async fn close(mut self, within: Duration) -> Result<(), String> {
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        if let Err(err) = self.ws.send(Frame::Close(Some(frame))).await {
-            return Err(format!("could not send a close frame: {err}"));
+        // Unless the relay began closing first, begin the close handshake ourselves.
+        if self.close.is_none() && self.ended.is_none() {
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            if let Err(err) = self.ws.send(Frame::Close(Some(frame))).await {
+                return Err(format!("could not send a close frame: {err}"));
+            }
         }
-        let mut answered = false;
-        loop {
+        let mut answered = self.close.is_some();
+        while self.ended.is_none() {
             match self.next(within).await? {
                 Received::Close(_) => answered = true,
-                Received::Ended(_) if answered => return Ok(()),
-                Received::Ended(how) => {
+                Received::Ended(how) if !answered => {
                     return Err(format!(
                         "connection ended without answering our close frame ({how})"
                     ));
@@ -158,6 +225,10 @@ impl Peer {
                 // Frames already in flight before our close are fine.
                 _ => {}
             }
+        }
+        match (answered, &self.ended) {
+            (false, Some(how)) => Err(format!("before our close frame, {how}")),
+            _ => Ok(()),
         }
     }
 

@@ -18,6 +18,15 @@ use crate::session::{MatcherFrame, Session, Step};
 /// has been answered" without changing any state.
 pub const PROBE: &str = r#"{"type":"CONFORMANCE_PROBE"}"#;
 
+/// What a failure says about a probe, so that a relay which hangs up on it (or never
+/// answers it) learns why a case about something else waited for an ERR 400.
+pub const PROBE_SENT: &str = "to see that nothing else was waiting, sent the invalid \
+     message {\"type\":\"CONFORMANCE_PROBE\"}, which rule 3.7 requires to be answered \
+     with ERR 400";
+
+/// The default of [`RunOptions::case_timeout`].
+pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How to run the suite.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -27,9 +36,15 @@ pub struct RunOptions {
     pub prefixes: Vec<String>,
     /// SHOULD failures and NON-STRICT fail the run too.
     pub strict: bool,
-    /// Default wait for each expected frame.
+    /// Default wait for each expected frame; also the limit for opening each connection
+    /// (TCP, TLS and WebSocket handshakes).
     pub timeout: Duration,
-    /// TLS trust for `wss://`.
+    /// The most one case may take (plus [`RunOptions::slow`] if set); a case still running
+    /// then is stopped and FAILs. With it, a whole run ends within
+    /// `cases × (case_timeout + slow)`, whatever the relay does.
+    pub case_timeout: Duration,
+    /// TLS trust for `wss://` (its connect and handshake timeouts are replaced by
+    /// [`RunOptions::timeout`]).
     pub client: ClientBuilder,
     /// Wait this long for the relay's own timers (ping, idle, handshake timeouts);
     /// `None` skips those cases.
@@ -39,7 +54,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Defaults: every case, not strict, 2 s per expectation, no slow cases.
+    /// Defaults: every case, not strict, 2 s per expectation, 60 s per case, no slow cases.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -47,6 +62,7 @@ impl RunOptions {
             prefixes: Vec::new(),
             strict: false,
             timeout: Duration::from_secs(2),
+            case_timeout: DEFAULT_CASE_TIMEOUT,
             client: ClientBuilder::default(),
             slow: None,
             max_connections: None,
@@ -59,10 +75,27 @@ impl RunOptions {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| id.starts_with(p.as_str()))
     }
 
+    /// The most one case may take: [`RunOptions::case_timeout`] plus
+    /// [`RunOptions::slow`].
+    #[must_use]
+    pub fn case_deadline(&self) -> Duration {
+        self.case_timeout + self.slow.unwrap_or_default()
+    }
+
+    /// How every connection of a case is opened: the user's TLS trust, and
+    /// [`RunOptions::timeout`] for TCP and for the handshakes, so a relay that accepts TCP
+    /// and never answers costs one timeout, not the client library's 10 s default.
+    fn dialer(&self) -> ClientBuilder {
+        self.client
+            .clone()
+            .connect_timeout(self.timeout)
+            .handshake_timeout(self.timeout)
+    }
+
     fn ctx(&self) -> Ctx {
         Ctx {
             url: self.url.clone(),
-            client: self.client.clone(),
+            client: self.dialer(),
             timeout: self.timeout,
             slow: self.slow,
             max_connections: self.max_connections,
@@ -83,12 +116,26 @@ pub async fn run(cases: &[Case], options: &RunOptions) -> Report {
     }
 }
 
-/// Run one case.
+/// Run one case, within [`RunOptions::case_deadline`].
 pub async fn run_case(case: &Case, options: &RunOptions) -> CaseResult {
     let started = Instant::now();
-    let (outcome, close) = match &case.body {
-        Body::Data(session) => run_session(session, options).await,
-        Body::Code(body) => (body(options.ctx()).await, CloseVerdict::NotApplicable),
+    let body = async {
+        match &case.body {
+            Body::Data(session) => run_session(session, options).await,
+            Body::Code(body) => (body(options.ctx()).await, CloseVerdict::NotApplicable),
+        }
+    };
+    let deadline = options.case_deadline();
+    let (outcome, close) = match tokio::time::timeout(deadline, body).await {
+        Ok(result) => result,
+        Err(_) => (
+            Outcome::fail(format!(
+                "the case did not finish within {} s (its deadline): the relay kept it \
+                 waiting without ever giving it a verdict",
+                deadline.as_secs_f64()
+            )),
+            CloseVerdict::NotApplicable,
+        ),
     };
     CaseResult {
         meta: case.meta.clone(),
@@ -113,7 +160,7 @@ pub async fn run_session(session: &Session, options: &RunOptions) -> (Outcome, C
     for (name, actor) in actors {
         let path = actor.path.as_deref().map_or("/", |p| p.as_str());
         let url = format!("{}{}", options.url.trim_end_matches('/'), path);
-        match Peer::connect(&url, &options.client).await {
+        match Peer::connect(&url, &options.dialer()).await {
             Ok(peer) => {
                 peers.insert(name.to_owned(), peer);
             }
@@ -204,7 +251,15 @@ impl Play<'_> {
                 let frame = next_relevant(peer, expected_kind(match_), within)
                     .await
                     .map_err(|e| format!("{actor}: expected {}: {e}", describe(match_)))?;
-                check(match_, &frame, &mut self.bindings).map_err(|e| format!("{actor}: {e}"))?;
+                check(match_, &frame, &mut self.bindings).map_err(|e| {
+                    match ended(peer, &frame) {
+                        // Say plainly that the relay hung up, not only what did not match.
+                        Some(how) if !expects_the_end(match_) => {
+                            format!("{actor}: expected {}, but {how}", describe(match_))
+                        }
+                        _ => format!("{actor}: {e}"),
+                    }
+                })?;
                 if let Some(should) = should
                     && let Err(e) = check(should, &frame, &mut self.bindings)
                 {
@@ -217,12 +272,14 @@ impl Play<'_> {
                 peer.send_text(PROBE.to_owned()).await?;
                 let frame = next_relevant(peer, MatcherFrame::Text, within)
                     .await
-                    .map_err(|e| format!("{actor}: expected the probe's ERR 400: {e}"))?;
+                    .map_err(|e| format!("{actor}: {PROBE_SENT}: {e}"))?;
                 if is_probe_answer(&frame) {
                     Ok(())
+                } else if let Some(how) = ended(peer, &frame) {
+                    Err(format!("{actor}: {PROBE_SENT}, but {how}"))
                 } else {
                     Err(format!(
-                        "{actor}: expected nothing (then the probe's ERR 400), got {frame}"
+                        "{actor}: expected nothing more; {PROBE_SENT}, and got {frame} first"
                     ))
                 }
             }
@@ -245,6 +302,12 @@ impl Play<'_> {
                             .map_err(|e| format!("{actor}: {e}"))?;
                         if is_probe_answer(&frame) {
                             break;
+                        }
+                        if let Some(how) = ended(peer, &frame) {
+                            return Err(format!(
+                                "{actor}: waiting for {}, {how}",
+                                describe(match_)
+                            ));
                         }
                         let mut trial = self.bindings.clone();
                         match check(match_, &frame, &mut trial) {
@@ -304,6 +367,23 @@ async fn next_relevant(
         }
         return Ok(frame);
     }
+}
+
+/// How the connection ended, if `frame` says it is ending: the relay's close frame or the
+/// end of the stream.
+fn ended(peer: &Peer, frame: &Received) -> Option<String> {
+    match frame {
+        Received::Close(_) | Received::Ended(_) => Some(
+            peer.ended()
+                .map_or_else(|| format!("got {frame}"), ToOwned::to_owned),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether the matcher waits for a close frame (then the end is what it wants).
+fn expects_the_end(matcher: &crate::session::Matcher) -> bool {
+    expected_kind(matcher) == MatcherFrame::Close
 }
 
 /// Whether `frame` is a relay's answer to [`PROBE`]: an ERR 400.

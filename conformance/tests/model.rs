@@ -6,43 +6,103 @@
 //! observable behaviour must be what the model says (deliveries exactly once, in order,
 //! unchanged; 404 exactly where the model says; 400 on invalid input; release on close).
 //!
-//! Runs against an in-process relay, or any relay via `CONFORMANCE_URL`. Case count:
-//! `PROPTEST_CASES` (default 24 here, to keep CI quick). A failing sequence shrinks, and
+//! Runs against an in-process relay, or any relay via `CONFORMANCE_URL`, and against a
+//! relay that re-encodes JSON (which it must pass: rule 3.4 requires JSON equality; byte
+//! identity is a SHOULD, reported). Case count: `PROPTEST_CASES` (default 24 here, to keep
+//! CI quick). A failing sequence shrinks, and
 //! the last (smallest) failing one is also written as a session file to
 //! `target/conformance-model-failure.json`, to keep as a regression case.
 
 mod support;
 
+use std::marker::PhantomData;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use compendium_client::ClientBuilder;
 use compendium_conformance::case::Case;
+use compendium_conformance::jsoneq::{Sameness, sameness};
 use compendium_conformance::peer::{Peer, Received};
 use compendium_conformance::report::Verdict;
 use compendium_conformance::runner::{PROBE, RunOptions, run_case};
 use compendium_conformance::session;
 use compendium_messages::Message;
 use proptest::prelude::*;
-use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use proptest::test_runner::TestRunner;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use serde_json::{Value, json};
+use support::toy_relay::{self, Fault};
 
 const SLOTS: usize = 3;
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A relay for the whole test binary: `CONFORMANCE_URL`, or ours on a background runtime.
-static RELAY: LazyLock<(String, Option<tokio::runtime::Runtime>)> = LazyLock::new(|| {
+/// A relay the model judges. Each is started once per test binary.
+trait UnderTest: 'static {
+    /// Its URL.
+    fn url() -> String;
+    /// How its DELIVERs compared with the ROUTEs byte for byte (rule 3.4's SHOULD).
+    fn bytes() -> &'static Bytes;
+}
+
+/// DELIVERs seen, and how many were JSON-equal to their ROUTE's `msg` but not
+/// byte-identical: allowed (rule 3.4 requires JSON equality), reported.
+#[derive(Default)]
+struct Bytes {
+    delivers: AtomicUsize,
+    only_json_equal: AtomicUsize,
+}
+
+/// `CONFORMANCE_URL`, or ours on a background runtime.
+struct Ours;
+
+static OURS: LazyLock<(String, Option<tokio::runtime::Runtime>)> = LazyLock::new(|| {
     if let Ok(url) = std::env::var("CONFORMANCE_URL") {
         return (url, None);
     }
+    let (url, runtime) = in_background(support::our_relay(compendium_server::Config::ephemeral()));
+    (url, Some(runtime))
+});
+
+impl UnderTest for Ours {
+    fn url() -> String {
+        OURS.0.clone()
+    }
+    fn bytes() -> &'static Bytes {
+        static BYTES: LazyLock<Bytes> = LazyLock::new(Bytes::default);
+        &BYTES
+    }
+}
+
+/// A relay that re-encodes every frame as Python's `json.dumps` does: JSON-equal, never
+/// byte-identical. The model must pass it, reporting the bytes.
+struct PythonStyle;
+
+static PYTHON_STYLE: LazyLock<(String, tokio::runtime::Runtime)> =
+    LazyLock::new(|| in_background(toy_relay::start(Fault::PythonStyle)));
+
+impl UnderTest for PythonStyle {
+    fn url() -> String {
+        PYTHON_STYLE.0.clone()
+    }
+    fn bytes() -> &'static Bytes {
+        static BYTES: LazyLock<Bytes> = LazyLock::new(Bytes::default);
+        &BYTES
+    }
+}
+
+/// Start a relay on a runtime of its own that lives as long as the test binary.
+fn in_background(
+    start: impl std::future::Future<Output = String>,
+) -> (String, tokio::runtime::Runtime) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
-    let url = runtime.block_on(support::our_relay(compendium_server::Config::ephemeral()));
-    (url, Some(runtime))
-});
+    let url = runtime.block_on(start);
+    (url, runtime)
+}
 
 // ---------------------------------------------------------------- the reference model
 
@@ -220,7 +280,7 @@ impl ReferenceStateMachine for RelayModel {
 
 // ---------------------------------------------------------------- the real relay
 
-struct RealRelay {
+struct RealRelay<R> {
     runtime: tokio::runtime::Runtime,
     url: String,
     peers: Vec<Option<Peer>>,
@@ -229,9 +289,10 @@ struct RealRelay {
     addresses: Vec<String>,
     randoms: Vec<String>,
     log: Vec<Transition>,
+    under_test: PhantomData<R>,
 }
 
-impl RealRelay {
+impl<R: UnderTest> RealRelay<R> {
     fn fail(&self, what: String) -> ! {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -301,11 +362,37 @@ impl RealRelay {
                 runtime.block_on(peer.send_text(route))?;
                 match ref_state.last {
                     Expect::Deliver { to } => {
-                        let want = format!(r#"{{"type":"DELIVER","msg":{msg}}}"#);
                         let target = self.peers[to].as_mut().ok_or("target not connected")?;
                         let got = runtime.block_on(target.next(WAIT))?;
-                        if got != Received::Text(want.clone()) {
-                            return Err(format!("ROUTE: slot {to} expected {want}, got {got}"));
+                        // Rule 3.4: exactly type and msg, msg JSON-equal (MUST); the same
+                        // bytes is a SHOULD, counted and reported, not failed.
+                        let delivered = match &got {
+                            Received::Text(text) => match Message::parse(text) {
+                                Ok(Message::Deliver { msg: delivered }) => delivered,
+                                _ => {
+                                    return Err(format!(
+                                        "ROUTE: slot {to} expected DELIVER of {msg}, got {got}"
+                                    ));
+                                }
+                            },
+                            _ => {
+                                return Err(format!(
+                                    "ROUTE: slot {to} expected DELIVER of {msg}, got {got}"
+                                ));
+                            }
+                        };
+                        let bytes = R::bytes();
+                        bytes.delivers.fetch_add(1, Ordering::Relaxed);
+                        match sameness(&msg, delivered.as_str()) {
+                            Sameness::Identical => {}
+                            Sameness::JsonEqual => {
+                                bytes.only_json_equal.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Sameness::Different => {
+                                return Err(format!(
+                                    "ROUTE: slot {to} expected a msg JSON-equal to {msg}, got {got}"
+                                ));
+                            }
                         }
                         // Nothing goes back to the sender.
                         let sender = self.peers[*from].as_mut().ok_or("not connected")?;
@@ -408,18 +495,18 @@ async fn eventually_not_found(observer: &mut Peer, address: &str) -> Result<(), 
     }
 }
 
-struct RelayTest;
+struct RelayTest<R>(PhantomData<R>);
 
-impl StateMachineTest for RelayTest {
-    type SystemUnderTest = RealRelay;
+impl<R: UnderTest> StateMachineTest for RelayTest<R> {
+    type SystemUnderTest = RealRelay<R>;
     type Reference = RelayModel;
 
-    fn init_test(_: &Model) -> RealRelay {
+    fn init_test(_: &Model) -> RealRelay<R> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let url = RELAY.0.clone();
+        let url = R::url();
         let observer = runtime
             .block_on(Peer::connect(&url, &ClientBuilder::default()))
             .expect("observer connects");
@@ -431,10 +518,11 @@ impl StateMachineTest for RelayTest {
             addresses: Vec::new(),
             randoms: Vec::new(),
             log: Vec::new(),
+            under_test: PhantomData,
         }
     }
 
-    fn apply(mut sut: RealRelay, ref_state: &Model, transition: Transition) -> RealRelay {
+    fn apply(mut sut: RealRelay<R>, ref_state: &Model, transition: Transition) -> RealRelay<R> {
         sut.log.push(transition.clone());
         if let Err(e) = sut.step(ref_state, &transition) {
             sut.fail(format!("after {:?}: {e}", sut.log));
@@ -442,7 +530,7 @@ impl StateMachineTest for RelayTest {
         sut
     }
 
-    fn teardown(mut sut: RealRelay, _: Model) {
+    fn teardown(mut sut: RealRelay<R>, _: Model) {
         // Nothing stray is waiting anywhere: no duplicate or misrouted DELIVER.
         for (i, peer) in sut.peers.iter_mut().enumerate() {
             if let Some(peer) = peer {
@@ -466,11 +554,55 @@ fn cases() -> u32 {
         .unwrap_or(24)
 }
 
-prop_state_machine! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+/// Run the model against `R` and report how many DELIVERs were only JSON-equal.
+fn judge<R: UnderTest>() -> (usize, usize) {
+    let config = ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config.clone());
+    let result = runner.run(
+        &RelayModel::sequential_strategy(1..24),
+        |(initial, transitions, seen)| {
+            RelayTest::<R>::test_sequential(config.clone(), initial, transitions, seen);
+            Ok(())
+        },
+    );
+    if let Err(err) = result {
+        panic!("{err}");
+    }
+    let bytes = R::bytes();
+    let (delivers, only_json_equal) = (
+        bytes.delivers.load(Ordering::Relaxed),
+        bytes.only_json_equal.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "rule 3.4 (SHOULD, byte-identical msg): {only_json_equal} of {delivers} DELIVERs were \
+         JSON-equal to their ROUTE's msg but not byte-identical"
+    );
+    (delivers, only_json_equal)
+}
 
-    #[test]
-    fn the_relay_behaves_like_the_model(sequential 1..24 => RelayTest);
+#[test]
+fn the_relay_behaves_like_the_model() {
+    let (delivers, only_json_equal) = judge::<Ours>();
+    if std::env::var_os("CONFORMANCE_URL").is_none() {
+        assert!(delivers > 0, "the model routed nothing");
+        assert_eq!(only_json_equal, 0, "our relay forwards msg byte for byte");
+    }
+}
+
+/// Rule 3.4 makes JSON equality the MUST: a relay that re-encodes passes the model, and
+/// the bytes are reported, not failed.
+#[test]
+fn a_relay_that_reencodes_json_passes_the_model() {
+    let (delivers, only_json_equal) = judge::<PythonStyle>();
+    assert!(delivers > 0, "the model routed nothing");
+    assert_eq!(
+        only_json_equal, delivers,
+        "every re-encoded DELIVER is counted"
+    );
 }
 
 // ---------------------------------------------------------------- as a session file
@@ -610,7 +742,7 @@ fn a_model_sequence_converts_to_a_session_that_replays() {
     let session = to_session(&log);
     let text = serde_json::to_string_pretty(&session).expect("json");
     let session = session::parse("model.json", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let url = RELAY.0.clone();
+    let url = Ours::url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

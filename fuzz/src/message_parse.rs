@@ -1,8 +1,10 @@
 //! `Message::parse` against the reference: the schema compiled by jsonschema.
 //!
 //! Properties: parse never panics; it accepts a text exactly when the text is one JSON
-//! object with no duplicate top-level member that the schema accepts; whatever it
-//! accepts survives `to_json` → `parse` unchanged; a rejection's message is short.
+//! object with no duplicate top-level member that the schema accepts and whose `msg`, if
+//! any, nests at most 100 levels (rule 2.7, the schema's `x-maxDepth`, which jsonschema
+//! ignores); whatever it accepts survives `to_json` → `parse` unchanged; a rejection's
+//! message is short.
 
 use std::sync::LazyLock;
 
@@ -31,15 +33,18 @@ pub fn run(data: &[u8]) {
                 matches!(message, Message::Route { .. } | Message::Deliver { .. }),
                 "accepted undecodable {message:?}"
             );
+            assert!(!msg_too_deep(text), "accepted a msg nested too deeply");
         }
         return;
     };
+    let too_deep = msg_too_deep(text);
     match parsed {
         Ok(message) => {
             assert!(
                 REFERENCE.is_valid(&value),
                 "parse accepted what the schema rejects"
             );
+            assert!(!too_deep, "parse accepted a msg nested too deeply");
             let keys: Vec<String> = crate::members::members(text)
                 .expect("an object")
                 .into_iter()
@@ -65,12 +70,52 @@ pub fn run(data: &[u8]) {
         Err(ParseError::Schema { violations }) => {
             assert!(!violations.is_empty());
             assert!(
-                !REFERENCE.is_valid(&value),
+                too_deep || !REFERENCE.is_valid(&value),
                 "parse rejected what the schema accepts: {violations:?}"
             );
         }
         Err(err) => panic!("a rejection this oracle does not know: {err:?}"),
     }
+}
+
+/// The nesting limit of `msg` (rule 2.7).
+const MAX_MSG_DEPTH: usize = 100;
+
+/// Whether the text's `msg` member (the first one; duplicates are refused anyway) is an
+/// object nested deeper than [`MAX_MSG_DEPTH`]. Measured independently of the crate's own
+/// measure: one byte at a time, with a string and an escape flag.
+fn msg_too_deep(text: &str) -> bool {
+    let Some(members) = crate::members::members(text) else {
+        return false;
+    };
+    let Some((_, msg)) = members.iter().find(|(name, _)| name == "msg") else {
+        return false;
+    };
+    if !msg.starts_with('{') {
+        return false;
+    }
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in msg.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest > MAX_MSG_DEPTH
 }
 
 /// libFuzzer's mutation step for this target: half of the time one member-level mutation

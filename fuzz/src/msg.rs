@@ -8,7 +8,8 @@ pub enum Msg {
     Empty,
     Number(i64),
     Text(String),
-    /// Objects nested this deep (mod 160: past serde_json's recursion limit of 128).
+    /// Objects nested this deep (mod 160: past the protocol's limit of 100, rule 2.7, and
+    /// serde_json's recursion limit of 128).
     Nested(u8),
     /// Whitespace, key order and number spellings a re-encoder would change.
     Spelled,

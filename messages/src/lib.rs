@@ -21,6 +21,7 @@
 //! ```
 
 mod address;
+mod depth;
 mod error;
 // Formatted by prettyplease inside `cargo xtask codegen` (its version is pinned by
 // Cargo.lock); rustfmt must not reformat it, or `codegen --check` would see drift.

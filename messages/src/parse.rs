@@ -12,6 +12,7 @@ use serde_json::{Map, Number, Value};
 
 use serde_json::value::RawValue;
 
+use crate::depth::deeper_than;
 use crate::error::{ParseError, Violation, pointer_token, truncate};
 use crate::payload::{Payload, json_kind};
 use crate::raw::{RawError, RawObject};
@@ -56,16 +57,31 @@ impl Message {
         let arm = select_arm(&object)?;
 
         let mut instance = Map::with_capacity(object.members.len());
+        let mut too_deep = Vec::new();
         for (key, raw) in &object.members {
-            let value = if raw.get().starts_with('{') && arm.opaque.iter().any(|o| o == key) {
-                Value::Object(Map::new())
-            } else {
-                decode_member(key, raw.get())?
+            let opaque = arm.opaque.iter().find(|o| o.name == *key);
+            let value = match opaque {
+                Some(opaque) if raw.get().starts_with('{') => {
+                    if let Some(max) = opaque.max_depth
+                        && deeper_than(raw.get(), max)
+                    {
+                        too_deep.push(Violation {
+                            pointer: format!("/{}", pointer_token(key)),
+                            message: format!(
+                                "nested more than {max} levels deep ({key} itself is level 1; rule 2.7)"
+                            ),
+                        });
+                    }
+                    Value::Object(Map::new())
+                }
+                _ => decode_member(key, raw.get())?,
             };
             instance.insert(key.clone().into_owned(), value);
         }
         let instance = Value::Object(instance);
-        let violations = violations(arm, &instance);
+        let mut violations = violations(arm, &instance);
+        violations.extend(too_deep);
+        violations.truncate(ParseError::MAX_VIOLATIONS);
         if !violations.is_empty() {
             return Err(ParseError::Schema { violations });
         }
@@ -82,7 +98,8 @@ impl Message {
 }
 
 /// The two messages a relay sees most, in their plain form, built straight from the raw
-/// members — no JSON tree, no validator run. `None` sends the message down the full path.
+/// members — no JSON tree, no validator run. `None` sends the message down the full path
+/// (which also gives a too deeply nested `msg` its precise error).
 /// Taken only when the schema says exactly these shapes (`Schemas::fast_path`); the
 /// property tests check that `parse` still accepts exactly what the schema accepts.
 fn fast_path(object: &RawObject<'_>) -> Option<Message> {
@@ -96,7 +113,10 @@ fn fast_path(object: &RawObject<'_>) -> Option<Message> {
                 .strip_suffix('"')?;
             let address: Address = address.parse().ok()?;
             let msg = object.get("msg")?;
-            msg.get().starts_with('{').then(|| Message::Route {
+            let within_depth = SCHEMAS
+                .route_msg_max_depth
+                .is_none_or(|max| !deeper_than(msg.get(), max));
+            (msg.get().starts_with('{') && within_depth).then(|| Message::Route {
                 ephe_wss_addr: address,
                 msg: Payload::from_checked_raw(msg),
             })

@@ -6,6 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::depth::deeper_than;
+use crate::schema::SCHEMAS;
+
 /// The `msg` of a ROUTE or DELIVER: any JSON object (schema `$defs/Payload`).
 ///
 /// # Why raw bytes
@@ -29,6 +32,7 @@ pub struct PayloadError(PayloadErrorKind);
 enum PayloadErrorKind {
     Json(serde_json::Error),
     NotAnObject(&'static str),
+    TooDeep(usize),
 }
 
 impl fmt::Display for PayloadError {
@@ -38,6 +42,10 @@ impl fmt::Display for PayloadError {
             PayloadErrorKind::NotAnObject(found) => {
                 write!(f, "a payload must be a JSON object, this is {found}")
             }
+            PayloadErrorKind::TooDeep(max) => write!(
+                f,
+                "a payload may nest at most {max} levels deep, itself being level 1 (rule 2.7)"
+            ),
         }
     }
 }
@@ -46,7 +54,7 @@ impl std::error::Error for PayloadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
             PayloadErrorKind::Json(err) => Some(err),
-            PayloadErrorKind::NotAnObject(_) => None,
+            PayloadErrorKind::NotAnObject(_) | PayloadErrorKind::TooDeep(_) => None,
         }
     }
 }
@@ -56,7 +64,8 @@ impl Payload {
     /// dropped; everything inside the object is kept as written).
     ///
     /// # Errors
-    /// If `text` is not JSON, or is JSON but not an object.
+    /// If `text` is not JSON, is JSON but not an object, or nests deeper than the
+    /// protocol allows (100 levels, rule 2.7).
     pub fn from_json(text: &str) -> Result<Self, PayloadError> {
         let raw: Box<RawValue> =
             serde_json::from_str(text).map_err(|e| PayloadError(PayloadErrorKind::Json(e)))?;
@@ -67,8 +76,8 @@ impl Payload {
     /// (a struct, a map, `serde_json::json!({...})`).
     ///
     /// # Errors
-    /// If `value` cannot be encoded (e.g. a map with non-string keys) or does not encode to
-    /// an object.
+    /// If `value` cannot be encoded (e.g. a map with non-string keys), does not encode to
+    /// an object, or nests deeper than the protocol allows (100 levels, rule 2.7).
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, PayloadError> {
         let raw = serde_json::value::to_raw_value(value)
             .map_err(|e| PayloadError(PayloadErrorKind::Json(e)))?;
@@ -77,9 +86,15 @@ impl Payload {
 
     fn from_raw(raw: Box<RawValue>) -> Result<Self, PayloadError> {
         match json_kind(raw.get()) {
-            "an object" => Ok(Self(raw)),
-            other => Err(PayloadError(PayloadErrorKind::NotAnObject(other))),
+            "an object" => {}
+            other => return Err(PayloadError(PayloadErrorKind::NotAnObject(other))),
         }
+        if let Some(max) = SCHEMAS.route_msg_max_depth
+            && deeper_than(raw.get(), max)
+        {
+            return Err(PayloadError(PayloadErrorKind::TooDeep(max)));
+        }
+        Ok(Self(raw))
     }
 
     /// Wrap raw text that the caller has already checked is one JSON object.
@@ -160,6 +175,6 @@ impl<'de> Deserialize<'de> for Payload {
         // tagged enums buffer), so decode an object and re-encode it; see the type's docs.
         let object = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
         let raw = serde_json::value::to_raw_value(&object).map_err(serde::de::Error::custom)?;
-        Ok(Self(raw))
+        Self::from_raw(raw).map_err(serde::de::Error::custom)
     }
 }

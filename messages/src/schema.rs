@@ -24,10 +24,26 @@ pub(crate) struct Arm {
     /// Members the schema allows, in schema order (for error messages).
     pub(crate) members: Vec<String>,
     /// Members whose schema only says "a JSON object" (a `$ref` to a definition with no
-    /// other constraint): validation never looks inside them, so the parser hands the
-    /// validator `{}` in their place instead of decoding a possibly large object.
-    pub(crate) opaque: Vec<String>,
+    /// other constraint but, perhaps, a nesting limit): validation never looks inside them,
+    /// so the parser hands the validator `{}` in their place instead of decoding a possibly
+    /// large object, and checks the nesting limit itself.
+    pub(crate) opaque: Vec<Opaque>,
 }
+
+/// A member the validator does not look inside (see [`Arm::opaque`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opaque {
+    /// The member's name.
+    pub(crate) name: String,
+    /// The deepest nesting allowed, `{}` being level 1: the definition's [`MAX_DEPTH`]
+    /// keyword (rule 2.7). `None`: no limit.
+    pub(crate) max_depth: Option<usize>,
+}
+
+/// The schema keyword that limits how deeply an object nests (rule 2.7). JSON Schema has no
+/// such keyword, so this is an extension: validators that do not know it ignore it, and
+/// this crate enforces it while parsing.
+pub(crate) const MAX_DEPTH: &str = "x-maxDepth";
 
 pub(crate) struct Schemas {
     pub(crate) arms: Vec<Arm>,
@@ -35,6 +51,8 @@ pub(crate) struct Schemas {
     /// assumes (see [`fast_path_matches`]); if a schema change breaks that, the fast path
     /// switches itself off and every message takes the full validation.
     pub(crate) fast_path: bool,
+    /// The nesting limit of ROUTE's `msg`, which the fast path checks.
+    pub(crate) route_msg_max_depth: Option<usize>,
 }
 
 impl Schemas {
@@ -88,8 +106,12 @@ fn compile(text: &str) -> Result<Schemas, String> {
             .to_owned();
         let opaque = props
             .iter()
-            .filter(|(_, schema)| is_opaque_object(schema, &defs))
-            .map(|(name, _)| name.clone())
+            .filter_map(|(name, schema)| {
+                opaque_object(schema, &defs).map(|max_depth| Opaque {
+                    name: name.clone(),
+                    max_depth,
+                })
+            })
             .collect();
         let mut doc = arm.as_object().cloned().unwrap_or_default();
         doc.insert("$defs".into(), defs.clone());
@@ -108,14 +130,24 @@ fn compile(text: &str) -> Result<Schemas, String> {
         });
     }
     let fast_path = fast_path_matches(&root);
-    Ok(Schemas { arms, fast_path })
+    let route_msg_max_depth = arms
+        .iter()
+        .find(|arm| arm.type_name == "ROUTE")
+        .and_then(|arm| arm.opaque.iter().find(|o| o.name == "msg"))
+        .and_then(|msg| msg.max_depth);
+    Ok(Schemas {
+        arms,
+        fast_path,
+        route_msg_max_depth,
+    })
 }
 
 /// The shapes `parse`'s fast path accepts without the general machinery:
 /// `{"type":"INIT"}` and `{"type":"ROUTE","EpheWssAddr":<32 lowercase hex>,"msg":{…}}`.
 /// True only if the schema says exactly that: INIT has the sole member `type`; ROUTE has
 /// exactly `type`, `EpheWssAddr` and `msg`, all required, no others; the address is the
-/// `^[0-9a-f]{32}$` string; `msg` is an opaque object.
+/// `^[0-9a-f]{32}$` string; `msg` is an opaque object (whose nesting limit, if any, the
+/// fast path checks).
 fn fast_path_matches(root: &Value) -> bool {
     let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
     let arm = |name: &str| {
@@ -161,32 +193,40 @@ fn fast_path_matches(root: &Value) -> bool {
         });
     let msg_ok = route
         .pointer("/properties/msg")
-        .is_some_and(|msg| is_opaque_object(msg, &defs));
+        .is_some_and(|msg| opaque_object(msg, &defs).is_some());
     exact_members(init, &["type"])
         && exact_members(route, &["type", "EpheWssAddr", "msg"])
         && address_ok
         && msg_ok
 }
 
-/// Whether `schema` is `{"$ref": "#/$defs/X"}` where X only requires "an object".
-fn is_opaque_object(schema: &Value, defs: &Value) -> bool {
-    let Some(target) = schema
+/// Whether `schema` is `{"$ref": "#/$defs/X"}` where X only requires "an object" (and
+/// perhaps limits its nesting): `Some` of that limit if so.
+fn opaque_object(schema: &Value, defs: &Value) -> Option<Option<usize>> {
+    let target = schema
         .get("$ref")
         .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("#/$defs/"))
-    else {
-        return false;
-    };
+        .and_then(|r| r.strip_prefix("#/$defs/"))?;
     if schema.as_object().is_some_and(|o| o.len() != 1) {
-        return false;
+        return None;
     }
-    let Some(def) = defs.get(target).and_then(Value::as_object) else {
-        return false;
-    };
-    def.get("type").and_then(Value::as_str) == Some("object")
+    let def = defs.get(target).and_then(Value::as_object)?;
+    let only_an_object = def.get("type").and_then(Value::as_str) == Some("object")
         && def
             .keys()
-            .all(|k| k == "type" || ANNOTATIONS.contains(&k.as_str()))
+            .all(|k| k == "type" || k == MAX_DEPTH || ANNOTATIONS.contains(&k.as_str()));
+    if !only_an_object {
+        return None;
+    }
+    match def.get(MAX_DEPTH) {
+        None => Some(None),
+        // A limit that is not a whole number >= 1 is not one this crate can enforce.
+        Some(limit) => limit
+            .as_u64()
+            .filter(|&n| n >= 1)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some),
+    }
 }
 
 #[cfg(test)]
@@ -198,14 +238,19 @@ mod tests {
         let schemas = compile(SCHEMA_JSON).expect("compiles");
         let names: Vec<&str> = schemas.arms.iter().map(|a| a.type_name.as_str()).collect();
         assert_eq!(names, ["INIT", "INITRESP", "ROUTE", "DELIVER", "ERR"]);
+        let msg = Opaque {
+            name: "msg".to_owned(),
+            max_depth: Some(100),
+        };
         assert_eq!(
             schemas.arm("ROUTE").map(|a| a.opaque.clone()),
-            Some(vec!["msg".to_owned()])
+            Some(vec![msg.clone()])
         );
         assert_eq!(
             schemas.arm("DELIVER").map(|a| a.opaque.clone()),
-            Some(vec!["msg".to_owned()])
+            Some(vec![msg])
         );
+        assert_eq!(schemas.route_msg_max_depth, Some(100), "rule 2.7");
         assert!(schemas.arm("ERR").is_some_and(|a| a.opaque.is_empty()));
         assert!(
             schemas.fast_path,
@@ -233,15 +278,18 @@ mod tests {
 
     #[test]
     fn a_constrained_payload_is_not_opaque() {
+        let reference = serde_json::json!({"$ref": "#/$defs/P"});
         let defs = serde_json::json!({"P": {"type": "object", "required": ["x"]}});
-        assert!(!is_opaque_object(
-            &serde_json::json!({"$ref": "#/$defs/P"}),
-            &defs
-        ));
+        assert_eq!(opaque_object(&reference, &defs), None);
         let defs = serde_json::json!({"P": {"type": "object", "title": "P"}});
-        assert!(is_opaque_object(
-            &serde_json::json!({"$ref": "#/$defs/P"}),
-            &defs
-        ));
+        assert_eq!(opaque_object(&reference, &defs), Some(None));
+        let defs = serde_json::json!({"P": {"type": "object", "x-maxDepth": 7}});
+        assert_eq!(opaque_object(&reference, &defs), Some(Some(7)));
+        let defs = serde_json::json!({"P": {"type": "object", "x-maxDepth": 0}});
+        assert_eq!(
+            opaque_object(&reference, &defs),
+            None,
+            "no limit it can enforce"
+        );
     }
 }

@@ -131,11 +131,58 @@ fn deep_nesting_never_overflows_the_stack() {
     ));
     let in_member = format!(r#"{{"type":"INIT","x":{}}}"#, "[".repeat(100_000));
     assert!(Message::parse(&in_member).is_err());
-    // Inside `msg` the relay does not decode: a deep but well-formed object passes through.
+    // Inside `msg` nothing is decoded, and the depth is measured without recursion.
     let deep_msg = format!(
         r#"{{"type":"DELIVER","msg":{{"a":{}{}}}}}"#,
-        "[".repeat(10_000),
-        "]".repeat(10_000)
+        "[".repeat(100_000),
+        "]".repeat(100_000)
     );
-    assert!(Message::parse(&deep_msg).is_ok());
+    assert_eq!(
+        Message::parse(&deep_msg).unwrap_err().to_string(),
+        "/msg: nested more than 100 levels deep (msg itself is level 1; rule 2.7)"
+    );
+}
+
+/// Rule 2.7: `msg` itself is level 1; 100 levels pass, 101 do not, on the fast path (a plain
+/// ROUTE) and on the full path alike, whatever the brackets inside strings.
+#[test]
+fn msg_nests_at_most_100_levels() {
+    let nested = |levels: usize| {
+        let inner = levels - 1;
+        format!(
+            r#"{{"s":"[[[{{{{{{","d":{}{}}}"#,
+            "[".repeat(inner),
+            "]".repeat(inner)
+        )
+    };
+    for (levels, ok) in [
+        (1, true),
+        (99, true),
+        (100, true),
+        (101, false),
+        (102, false),
+    ] {
+        let msg = if levels == 1 {
+            "{}".to_owned()
+        } else {
+            nested(levels)
+        };
+        for text in [
+            format!(
+                r#"{{"type":"ROUTE","EpheWssAddr":"00112233445566778899aabbccddeeff","msg":{msg}}}"#
+            ),
+            format!(
+                r#"{{"msg":{msg},"type":"ROUTE","EpheWssAddr":"00112233445566778899aabbccddeeff"}}"#
+            ),
+            format!(r#"{{"type":"DELIVER","msg":{msg}}}"#),
+        ] {
+            let parsed = Message::parse(&text);
+            assert_eq!(parsed.is_ok(), ok, "{levels} levels: {parsed:?}");
+            if let Ok(Message::Route { msg: got, .. } | Message::Deliver { msg: got }) = parsed {
+                assert_eq!(got.as_str(), msg, "forwarded unchanged");
+                // A receiver using serde_json (limit 128) can decode what was accepted.
+                got.decode::<serde_json::Value>().unwrap();
+            }
+        }
+    }
 }

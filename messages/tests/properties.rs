@@ -141,6 +141,36 @@ proptest! {
     }
 
     #[test]
+    fn msg_nesting_is_limited_to_100_levels_exactly(
+        kinds in prop::collection::vec(any::<bool>(), 90..112),
+        noise in "[\\[\\]{}\"\\\\a]{0,40}",
+        deliver in any::<bool>(),
+    ) {
+        // `msg` (level 1) holds levels 2.. as objects or arrays, with a string of brackets,
+        // quotes and backslashes (JSON-escaped) beside the innermost value (rule 2.7).
+        let noise = serde_json::to_string(&noise).unwrap();
+        let (mut open, mut close) = (String::new(), String::new());
+        for object in &kinds {
+            if *object {
+                open.push_str(r#"{"k":"#);
+                close.insert(0, '}');
+            } else {
+                open.push('[');
+                close.insert(0, ']');
+            }
+        }
+        let msg = format!(r#"{{"noise":{noise},"d":{open}0{close}}}"#);
+        let levels = kinds.len() + 1;
+        let text = if deliver {
+            format!(r#"{{"type":"DELIVER","msg":{msg}}}"#)
+        } else {
+            format!(r#"{{"type":"ROUTE","EpheWssAddr":"00112233445566778899aabbccddeeff","msg":{msg}}}"#)
+        };
+        let parsed = Message::parse(&text);
+        prop_assert_eq!(parsed.is_ok(), levels <= 100, "{} levels: {:?}", levels, parsed);
+    }
+
+    #[test]
     fn arbitrary_text_never_panics(text in ".{0,64}") {
         let _ = Message::parse(&text);
     }

@@ -285,6 +285,31 @@ async fn rule_3_7_each_invalid_input_gets_a_precise_400_and_the_connection_stays
     server.stop().await;
 }
 
+/// Rule 2.7: a `msg` nested 100 levels deep (itself level 1) is delivered unchanged; one
+/// more level gets ERR 400 and nothing is delivered.
+#[tokio::test]
+async fn rule_2_7_msg_nested_deeper_than_100_levels_is_refused() {
+    let server = TestServer::default().await;
+    let (mut a, mut b) = (server.client().await, server.client().await);
+    let b_addr = b.init().await;
+    let nested = |levels: usize| {
+        let arrays = levels - 1;
+        format!(r#"{{"d":{}{}}}"#, "[".repeat(arrays), "]".repeat(arrays))
+    };
+    let hundred = nested(100);
+    a.route(&b_addr, &hundred).await;
+    assert_eq!(b.recv_text().await, deliver(&hundred));
+    a.route(&b_addr, &nested(101)).await;
+    assert_eq!(
+        a.expect_err(400).await,
+        "/msg: nested more than 100 levels deep (msg itself is level 1; rule 2.7)"
+    );
+    let (got, _) = b.sync().await;
+    assert!(got.is_empty(), "{got:?}");
+    drop((a, b));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn rule_3_7_invalid_route_is_not_delivered() {
     let server = TestServer::default().await;

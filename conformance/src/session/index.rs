@@ -30,4 +30,6 @@ pub(crate) const SESSIONS: &[(&str, &str)] = &[
     ("026-invalid-route-not-delivered.json", include_str!("../../sessions/026-invalid-route-not-delivered.json")),
     ("027-release-on-close.json", include_str!("../../sessions/027-release-on-close.json")),
     ("028-release-on-tcp-drop.json", include_str!("../../sessions/028-release-on-tcp-drop.json")),
+    ("029-msg-nested-100-levels.json", include_str!("../../sessions/029-msg-nested-100-levels.json")),
+    ("030-msg-nested-101-levels.json", include_str!("../../sessions/030-msg-nested-101-levels.json")),
 ];

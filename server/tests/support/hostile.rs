@@ -135,6 +135,17 @@ pub fn hostile_json() -> Vec<HostileJson> {
             "a message must be a JSON object, this is an array",
         ),
         case(
+            // Forwarded, it would crash the receiver's decoder (rule 2.7).
+            "a msg nested 200,000 levels deep",
+            format!(
+                r#"{{"type":"ROUTE","EpheWssAddr":"{:032x}","msg":{{"a":{}{}}}}}"#,
+                7,
+                "[".repeat(200_000),
+                "]".repeat(200_000)
+            ),
+            "/msg: nested more than 100 levels deep",
+        ),
+        case(
             "900 KiB string",
             format!(r#"{{"type":"INIT","pad":"{}"}}"#, "x".repeat(900 << 10)),
             r#"/pad: unexpected member "pad" (INIT has only "type")"#,
