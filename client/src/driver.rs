@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use compendium_messages::{Address, Message, codes};
+use compendium_messages::{Address, Direction, Message, codes};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -310,8 +310,8 @@ pub(crate) fn on_text(text: &str, state: &SharedState) -> Option<Event> {
         Err(err) => return Some(Event::Error(Error::invalid_frame(&err))),
     };
     match message {
-        Message::Deliver { msg } => Some(Event::Deliver(msg)),
-        Message::Initresp { ephe_wss_addr } => match lock(state).inits.pop_front() {
+        Message::Deliver { msg, .. } => Some(Event::Deliver(msg)),
+        Message::Initresp { ephe_wss_addr, .. } => match lock(state).inits.pop_front() {
             Some(init) => {
                 let _ = init.reply.send(Ok(ephe_wss_addr));
                 None
@@ -320,7 +320,9 @@ pub(crate) fn on_text(text: &str, state: &SharedState) -> Option<Event> {
                 "the relay sent an INITRESP nobody asked for".into(),
             ))),
         },
-        Message::Err { err_code, err_msg } => {
+        Message::Err {
+            err_code, err_msg, ..
+        } => {
             // Replies come in request order. An ERR arriving while an INIT waits is that
             // INIT's, unless ROUTEs went out just before it and the code is one a ROUTE
             // can get but an INIT cannot (404, 400), or it is ambiguous (429, 503).
@@ -342,11 +344,15 @@ pub(crate) fn on_text(text: &str, state: &SharedState) -> Option<Event> {
                 message: err_msg,
             }))
         }
-        other @ (Message::Init | Message::Route { .. }) => {
-            Some(Event::Error(Error::InvalidFrame(format!(
+        other => Some(Event::Error(Error::InvalidFrame(match other.direction() {
+            Direction::ClientToServer => format!(
                 "the relay sent {}, a message only clients send",
                 other.type_name()
-            ))))
-        }
+            ),
+            Direction::ServerToClient => format!(
+                "the relay sent {}, a message this client does not handle",
+                other.type_name()
+            ),
+        }))),
     }
 }

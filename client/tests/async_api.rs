@@ -186,10 +186,17 @@ async fn an_invalid_frame_from_the_relay_is_an_error_event() {
             other => panic!("{other:?}"),
         }
     }
+    // The members DELIVER allows are the schema's to list (they may grow).
+    assert!(
+        errors[0].starts_with(
+            r#"the relay sent an invalid message: /extra: unexpected member "extra" (DELIVER has only "#
+        ),
+        "{}",
+        errors[0]
+    );
     assert_eq!(
-        errors,
+        errors[1..],
         [
-            r#"the relay sent an invalid message: /extra: unexpected member "extra" (DELIVER has only "msg", "type")"#,
             "the relay sent an invalid message: invalid JSON: expected ident at line 1 column 2",
             "the relay sent a binary frame; the protocol uses text frames only",
             "the relay sent ROUTE, a message only clients send",

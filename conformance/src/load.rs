@@ -161,7 +161,7 @@ async fn open(url: &str, client: &ClientBuilder) -> Result<(RawSocket, String), 
         match socket.next().await {
             Some(Ok(Frame::Text(text))) => {
                 return match compendium_messages::Message::parse(text.as_str()) {
-                    Ok(compendium_messages::Message::Initresp { ephe_wss_addr }) => {
+                    Ok(compendium_messages::Message::Initresp { ephe_wss_addr, .. }) => {
                         Ok((socket, ephe_wss_addr.to_string()))
                     }
                     _ => Err(format!(

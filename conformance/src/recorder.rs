@@ -284,7 +284,7 @@ fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
     let mut log = lock(log);
     let (matcher, should) = match frame {
         Frame::Text(text) => match Message::parse(text.as_str()) {
-            Ok(Message::Initresp { ephe_wss_addr }) => {
+            Ok(Message::Initresp { ephe_wss_addr, .. }) => {
                 let count = log.inits.entry(actor.to_owned()).or_default();
                 *count += 1;
                 let name = if *count == 1 {
@@ -298,11 +298,13 @@ fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
                     None,
                 )
             }
-            Ok(Message::Err { err_code, err_msg }) => (
+            Ok(Message::Err {
+                err_code, err_msg, ..
+            }) => (
                 json!({"type": "ERR", "fields": {"errCode": err_code}}),
                 Some(json!({"fields": {"errMsg": err_msg}})),
             ),
-            Ok(Message::Deliver { msg }) => {
+            Ok(Message::Deliver { msg, .. }) => {
                 let raw = placeholders_for_sent(&mut log, msg.as_str());
                 let value: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
                 (

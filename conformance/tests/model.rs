@@ -326,7 +326,7 @@ impl<R: UnderTest> RealRelay<R> {
                 let Received::Text(text) = &frame else {
                     return Err(format!("INIT: expected INITRESP, got {frame}"));
                 };
-                let Ok(Message::Initresp { ephe_wss_addr }) = Message::parse(text) else {
+                let Ok(Message::Initresp { ephe_wss_addr, .. }) = Message::parse(text) else {
                     return Err(format!("INIT: expected INITRESP, got {text}"));
                 };
                 let address = ephe_wss_addr.to_string();
@@ -368,7 +368,7 @@ impl<R: UnderTest> RealRelay<R> {
                         // bytes is a SHOULD, counted and reported, not failed.
                         let delivered = match &got {
                             Received::Text(text) => match Message::parse(text) {
-                                Ok(Message::Deliver { msg: delivered }) => delivered,
+                                Ok(Message::Deliver { msg: delivered, .. }) => delivered,
                                 _ => {
                                     return Err(format!(
                                         "ROUTE: slot {to} expected DELIVER of {msg}, got {got}"

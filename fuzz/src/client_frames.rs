@@ -76,14 +76,14 @@ pub fn run(data: &[u8]) {
         };
         let handled = inbound.frame(&text);
         match Message::parse(&text) {
-            Err(_) | Ok(Message::Init | Message::Route { .. }) => {
+            Err(_) | Ok(Message::Init { .. } | Message::Route { .. }) => {
                 assert!(handled.is_invalid_frame(), "{text:?} → {handled:?}");
             }
-            Ok(Message::Deliver { msg }) => match handled {
+            Ok(Message::Deliver { msg, .. }) => match handled {
                 Handled::Event(Event::Deliver(got)) => assert_eq!(got.as_str(), msg.as_str()),
                 other => panic!("{text:?} → {other:?}"),
             },
-            Ok(Message::Initresp { ephe_wss_addr }) => {
+            Ok(Message::Initresp { ephe_wss_addr, .. }) => {
                 if pending.pop_front().is_some() {
                     assert!(
                         matches!(handled, Handled::InitAnswered(Ok(a)) if a == ephe_wss_addr),
@@ -93,7 +93,9 @@ pub fn run(data: &[u8]) {
                     assert!(handled.is_invalid_frame(), "unasked INITRESP → {handled:?}");
                 }
             }
-            Ok(Message::Err { err_code, err_msg }) => {
+            Ok(Message::Err {
+                err_code, err_msg, ..
+            }) => {
                 let for_init = pending.front().is_some_and(|after_routes| {
                     !after_routes
                         && err_code != codes::NOT_FOUND

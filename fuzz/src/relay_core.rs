@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use arbitrary::{Arbitrary, Unstructured};
-use compendium_messages::{Address, Message, codes};
+use compendium_messages::{Address, Direction, Message, codes};
 use compendium_server::NOT_FOUND_TEXT;
 use compendium_server::fuzzing::Core;
 
@@ -164,7 +164,7 @@ impl Model {
                     assert_eq!(frames.len(), expected.len(), "queued frames");
                     for (frame, msg) in frames.iter().zip(&expected) {
                         match Message::parse(frame) {
-                            Ok(Message::Deliver { msg: got }) => assert_eq!(got.as_str(), msg),
+                            Ok(Message::Deliver { msg: got, .. }) => assert_eq!(got.as_str(), msg),
                             other => panic!("queued {frame:?}: {other:?}"),
                         }
                     }
@@ -197,8 +197,10 @@ impl Model {
         let reply = self.core.text(self.conns[i].id, text);
         let expect = match Message::parse(text) {
             Err(err) => Expect::Err(codes::INVALID_MESSAGE, err.to_string()),
-            Ok(Message::Init) => Expect::Assigned,
-            Ok(Message::Route { ephe_wss_addr, msg }) => {
+            Ok(Message::Init { .. }) => Expect::Assigned,
+            Ok(Message::Route {
+                ephe_wss_addr, msg, ..
+            }) => {
                 match self
                     .conns
                     .iter()
@@ -217,10 +219,14 @@ impl Model {
                     }
                 }
             }
-            Ok(other) => Expect::Err(
-                codes::INVALID_MESSAGE,
-                format!("/type: {} is sent", other.type_name()),
-            ),
+            Ok(other) => match other.direction() {
+                Direction::ServerToClient => Expect::Err(
+                    codes::INVALID_MESSAGE,
+                    format!("/type: {} is sent", other.type_name()),
+                ),
+                // A client's type the relay's rules do not implement (rule 3.12).
+                Direction::ClientToServer => Expect::Err(codes::NOT_IMPLEMENTED, String::new()),
+            },
         };
         self.judge(i, reply, expect);
     }
@@ -255,7 +261,7 @@ impl Model {
         }
         match (expect, reply) {
             (Expect::Nothing, None) => {}
-            (Expect::Assigned, Some(Message::Initresp { ephe_wss_addr })) => {
+            (Expect::Assigned, Some(Message::Initresp { ephe_wss_addr, .. })) => {
                 let clash = self
                     .conns
                     .iter()
@@ -264,7 +270,12 @@ impl Model {
                 let conn = &mut self.conns[i];
                 self.retired.extend(conn.address.replace(ephe_wss_addr));
             }
-            (Expect::Err(code, text), Some(Message::Err { err_code, err_msg })) => {
+            (
+                Expect::Err(code, text),
+                Some(Message::Err {
+                    err_code, err_msg, ..
+                }),
+            ) => {
                 assert_eq!(err_code, code, "{err_msg}");
                 let matches = if let Some(prefix) = text.strip_suffix("is sent") {
                     err_msg.starts_with(prefix)

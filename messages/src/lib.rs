@@ -10,7 +10,7 @@
 //! use compendium_messages::{Message, Payload};
 //!
 //! let text = r#"{"type":"ROUTE","EpheWssAddr":"00112233445566778899aabbccddeeff","msg":{"hi":1}}"#;
-//! let Message::Route { ephe_wss_addr, msg } = Message::parse(text)? else { unreachable!() };
+//! let Message::Route { ephe_wss_addr, msg, .. } = Message::parse(text)? else { unreachable!() };
 //! assert_eq!(msg.as_str(), r#"{"hi":1}"#); // the sender's bytes, untouched
 //! let deliver = Message::deliver(msg).to_json();
 //! assert_eq!(deliver, r#"{"type":"DELIVER","msg":{"hi":1}}"#);
@@ -34,7 +34,7 @@ mod schema;
 
 pub use address::{Address, AddressError};
 pub use error::{ParseError, Violation};
-pub use generated::Message;
+pub use generated::{Message, TYPE_NAMES};
 pub use payload::{Payload, PayloadError};
 pub use schema::SCHEMA_JSON;
 
@@ -46,59 +46,54 @@ pub mod codes {
     pub const NOT_FOUND: u16 = 404;
     /// The sender exceeded the relay's message rate (rule 3.9).
     pub const RATE_LIMITED: u16 = 429;
+    /// A client-to-server type this relay knows but does not implement (rule 3.12).
+    pub const NOT_IMPLEMENTED: u16 = 501;
     /// The target cannot accept more messages now; nothing was delivered (rule 3.8).
     pub const UNAVAILABLE: u16 = 503;
 }
 
+/// Who sends a type of message (rule 2.4; the schema's `x-direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Clients send it; a server that receives it acts on it.
+    ClientToServer,
+    /// Servers send it; a server that receives it from a client treats it as invalid.
+    ServerToClient,
+}
+
+// The constructors below take what callers have at hand and delegate to the generated
+// `Message::new_*` (one per type, with the type's required members only), so no
+// hand-written code names a variant's fields: an optional member added to the schema
+// changes none of it.
 impl Message {
     /// `{"type":"INIT"}`: ask the relay for an address.
     #[must_use]
     pub fn init() -> Self {
-        Self::Init
+        Self::new_init()
     }
 
     /// `{"type":"INITRESP","EpheWssAddr":...}`: the relay's answer to INIT.
     #[must_use]
     pub fn init_resp(address: Address) -> Self {
-        Self::Initresp {
-            ephe_wss_addr: address,
-        }
+        Self::new_initresp(address)
     }
 
     /// `{"type":"ROUTE","EpheWssAddr":...,"msg":...}`: send `msg` to `to`.
     #[must_use]
     pub fn route(to: Address, msg: Payload) -> Self {
-        Self::Route {
-            ephe_wss_addr: to,
-            msg,
-        }
+        Self::new_route(to, msg)
     }
 
     /// `{"type":"DELIVER","msg":...}`: a payload arriving at its target.
     #[must_use]
     pub fn deliver(msg: Payload) -> Self {
-        Self::Deliver { msg }
+        Self::new_deliver(msg)
     }
 
     /// `{"type":"ERR","errCode":...,"errMsg":...}`; see [`codes`].
     #[must_use]
     pub fn err(code: u16, message: impl Into<String>) -> Self {
-        Self::Err {
-            err_code: code,
-            err_msg: message.into(),
-        }
-    }
-
-    /// The wire value of this message's `type` member.
-    #[must_use]
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Init => "INIT",
-            Self::Initresp { .. } => "INITRESP",
-            Self::Route { .. } => "ROUTE",
-            Self::Deliver { .. } => "DELIVER",
-            Self::Err { .. } => "ERR",
-        }
+        Self::new_err(code, message.into())
     }
 
     /// The message's wire form: compact JSON, `type` first, `msg` written exactly as held.

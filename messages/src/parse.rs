@@ -88,7 +88,7 @@ impl Message {
 
         let mut message = Message::deserialize(integral_floats_as_integers(instance))
             .map_err(|e| schema_error("", e.to_string()))?;
-        if let Message::Route { msg, .. } | Message::Deliver { msg } = &mut message
+        if let Message::Route { msg, .. } | Message::Deliver { msg, .. } = &mut message
             && let Some(raw) = object.get("msg")
         {
             *msg = Payload::from_checked_raw(raw);
@@ -105,7 +105,7 @@ impl Message {
 fn fast_path(object: &RawObject<'_>) -> Option<Message> {
     let member = |name: &str| object.get(name).map(RawValue::get);
     match (object.members.len(), member("type")?) {
-        (1, "\"INIT\"") => Some(Message::Init),
+        (1, "\"INIT\"") => Some(Message::new_init()),
         (3, "\"ROUTE\"") => {
             // A plain string of 32 lowercase hex characters (no escapes), and an object.
             let address = member("EpheWssAddr")?
@@ -116,10 +116,8 @@ fn fast_path(object: &RawObject<'_>) -> Option<Message> {
             let within_depth = SCHEMAS
                 .route_msg_max_depth
                 .is_none_or(|max| !deeper_than(msg.get(), max));
-            (msg.get().starts_with('{') && within_depth).then(|| Message::Route {
-                ephe_wss_addr: address,
-                msg: Payload::from_checked_raw(msg),
-            })
+            (msg.get().starts_with('{') && within_depth)
+                .then(|| Message::new_route(address, Payload::from_checked_raw(msg)))
         }
         _ => None,
     }

@@ -144,9 +144,10 @@ fn compile(text: &str) -> Result<Schemas, String> {
 
 /// The shapes `parse`'s fast path accepts without the general machinery:
 /// `{"type":"INIT"}` and `{"type":"ROUTE","EpheWssAddr":<32 lowercase hex>,"msg":{…}}`.
-/// True only if the schema says exactly that: INIT has the sole member `type`; ROUTE has
-/// exactly `type`, `EpheWssAddr` and `msg`, all required, no others; the address is the
-/// `^[0-9a-f]{32}$` string; `msg` is an opaque object (whose nesting limit, if any, the
+/// True only if the schema says those are valid: INIT requires only `type`; ROUTE
+/// requires exactly `type`, `EpheWssAddr` and `msg` and allows no member it does not list
+/// (optional members are fine: a message that has one takes the full path); the address is
+/// the `^[0-9a-f]{32}$` string; `msg` is an opaque object (whose nesting limit, if any, the
 /// fast path checks).
 fn fast_path_matches(root: &Value) -> bool {
     let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
@@ -157,16 +158,20 @@ fn fast_path_matches(root: &Value) -> bool {
                 == Some(name)
         })
     };
-    let exact_members = |arm: &Value, members: &[&str]| {
+    // The members the fast path builds from must be exactly the required ones; optional
+    // members may exist (a message that has one takes the full path), and nothing else.
+    let required_members = |arm: &Value, members: &[&str]| {
         let props = arm.get("properties").and_then(Value::as_object);
-        let required: Vec<&str> = arm
+        let mut required: Vec<&str> = arm
             .get("required")
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        props
-            .is_some_and(|p| p.len() == members.len() && members.iter().all(|m| p.contains_key(*m)))
-            && members.iter().all(|m| required.contains(m))
+        required.sort_unstable();
+        let mut wanted = members.to_vec();
+        wanted.sort_unstable();
+        props.is_some_and(|p| members.iter().all(|m| p.contains_key(*m)))
+            && required == wanted
             && arm.get("additionalProperties") == Some(&Value::Bool(false))
             && arm.get("type").and_then(Value::as_str) == Some("object")
     };
@@ -194,8 +199,8 @@ fn fast_path_matches(root: &Value) -> bool {
     let msg_ok = route
         .pointer("/properties/msg")
         .is_some_and(|msg| opaque_object(msg, &defs).is_some());
-    exact_members(init, &["type"])
-        && exact_members(route, &["type", "EpheWssAddr", "msg"])
+    required_members(init, &["type"])
+        && required_members(route, &["type", "EpheWssAddr", "msg"])
         && address_ok
         && msg_ok
 }
@@ -237,7 +242,7 @@ mod tests {
     fn embedded_schema_compiles() {
         let schemas = compile(SCHEMA_JSON).expect("compiles");
         let names: Vec<&str> = schemas.arms.iter().map(|a| a.type_name.as_str()).collect();
-        assert_eq!(names, ["INIT", "INITRESP", "ROUTE", "DELIVER", "ERR"]);
+        assert_eq!(names, crate::TYPE_NAMES, "the schema's types, in order");
         let msg = Opaque {
             name: "msg".to_owned(),
             max_depth: Some(100),
@@ -259,21 +264,37 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_change_switches_the_fast_path_off() {
-        let mut root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
-        let route = root["oneOf"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|a| a["properties"]["type"]["const"] == "ROUTE")
-            .unwrap();
-        route["properties"]["priority"] = serde_json::json!({"type": "integer"});
-        assert!(!fast_path_matches(&root));
-        let mut root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
-        root["$defs"]["EpheWssAddr"]["pattern"] = serde_json::json!("^[0-9a-f]{64}$");
-        assert!(!fast_path_matches(&root));
-        let root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
-        assert!(fast_path_matches(&root));
+    fn a_schema_change_switches_the_fast_path_off_unless_it_only_adds_optional_members() {
+        let edited = |edit: &dyn Fn(&mut Value)| {
+            let mut root: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+            edit(&mut root);
+            fast_path_matches(&root)
+        };
+        fn route(root: &mut Value) -> &mut Value {
+            root["oneOf"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|a| a["properties"]["type"]["const"] == "ROUTE")
+                .unwrap()
+        }
+        assert!(edited(&|_| {}));
+        // An optional member: plain ROUTEs keep the fast path; ones with it take the full.
+        assert!(edited(&|root| {
+            route(root)["properties"]["ttlMs"] = serde_json::json!({"type": "integer"});
+        }));
+        // A required member, or a different address: off.
+        assert!(!edited(&|root| {
+            let route = route(root);
+            route["properties"]["seq"] = serde_json::json!({"type": "integer"});
+            route["required"].as_array_mut().unwrap().push("seq".into());
+        }));
+        assert!(!edited(&|root| {
+            root["$defs"]["EpheWssAddr"]["pattern"] = serde_json::json!("^[0-9a-f]{64}$");
+        }));
+        assert!(!edited(&|root| {
+            route(root)["additionalProperties"] = serde_json::json!(true);
+        }));
     }
 
     #[test]

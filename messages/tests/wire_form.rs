@@ -70,7 +70,7 @@ fn an_undecodable_msg_is_carried_by_route_and_deliver_alike() {
     };
     assert_eq!(payload.as_str(), msg);
     let deliver = payload.deliver_frame();
-    let Message::Deliver { msg: delivered } = Message::parse(&deliver).unwrap() else {
+    let Message::Deliver { msg: delivered, .. } = Message::parse(&deliver).unwrap() else {
         panic!("not a DELIVER")
     };
     assert_eq!(delivered.as_str(), msg);

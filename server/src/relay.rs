@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use compendium_messages::{Address, Message, codes};
+use compendium_messages::{Address, Direction, Message, codes};
 
 use crate::rate::TokenBucket;
 use crate::registry::{ConnId, Delivery, Mailbox, Refusal, Registry};
@@ -161,8 +161,10 @@ impl<M: Mailbox + Clone> Relay<M> {
         };
         match Message::parse(text) {
             Err(err) => Outcome::error(codes::INVALID_MESSAGE, err.to_string()),
-            Ok(Message::Init) => self.init(session),
-            Ok(Message::Route { ephe_wss_addr, msg }) => {
+            Ok(Message::Init { .. }) => self.init(session),
+            Ok(Message::Route {
+                ephe_wss_addr, msg, ..
+            }) => {
                 let frame = msg.deliver_frame();
                 match self.registry.deliver(ephe_wss_addr, frame) {
                     Delivery::Queued => Outcome::Routed,
@@ -173,13 +175,24 @@ impl<M: Mailbox + Clone> Relay<M> {
                     }
                 }
             }
-            Ok(other) => Outcome::error(
-                codes::INVALID_MESSAGE,
-                format!(
-                    "/type: {} is sent by servers, not clients; a client sends INIT or ROUTE",
-                    other.type_name()
+            // Whatever else the schema defines: a server's message (rule 2.4), or a
+            // client's that these rules do not implement yet (rule 3.12).
+            Ok(other) => match other.direction() {
+                Direction::ServerToClient => Outcome::error(
+                    codes::INVALID_MESSAGE,
+                    format!(
+                        "/type: {} is sent by servers, not clients; a client sends INIT or ROUTE",
+                        other.type_name()
+                    ),
                 ),
-            ),
+                Direction::ClientToServer => Outcome::error(
+                    codes::NOT_IMPLEMENTED,
+                    format!(
+                        "/type: this relay does not implement {} messages; nothing was done",
+                        other.type_name()
+                    ),
+                ),
+            },
         }
     }
 

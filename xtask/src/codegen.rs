@@ -12,6 +12,7 @@ use typify::{TypeSpace, TypeSpaceSettings};
 
 use crate::ensure::{Mode, ensure_file_contents};
 use crate::project_root;
+use crate::schema_diff::Change;
 
 /// One schema turned into one Rust module inside one crate.
 struct Target {
@@ -28,6 +29,9 @@ struct Target {
     manifest: &'static str,
     /// typify settings: named schema definitions replaced by hand-written types.
     replacements: &'static [(&'static str, &'static str)],
+    /// The tagged enum that also gets generated constructors, `type_name` and `direction`
+    /// ([`crate::message_api`]).
+    api_for: Option<&'static str>,
 }
 
 const TARGETS: &[Target] = &[
@@ -43,6 +47,7 @@ const TARGETS: &[Target] = &[
             ("Payload", "crate::Payload"),
             ("EpheWssAddr", "crate::Address"),
         ],
+        api_for: Some("Message"),
     },
     Target {
         schema: "conformance/session.schema.json",
@@ -50,6 +55,7 @@ const TARGETS: &[Target] = &[
         mirror: None,
         manifest: "conformance/Cargo.toml",
         replacements: &[],
+        api_for: None,
     },
 ];
 
@@ -58,13 +64,24 @@ const TARGETS: &[Target] = &[
 const SESSIONS_DIR: &str = "conformance/sessions";
 const SESSIONS_INDEX: &str = "conformance/src/session/index.rs";
 
-/// Run every generator in `mode`.
+/// Run every generator in `mode` on this repository, printing what changed in the message
+/// schema since the last run and what each change means for compatibility.
 pub(crate) fn run(mode: Mode) -> Result<()> {
-    let root = project_root();
+    run_in(&project_root(), mode).map(|_| ())
+}
+
+/// Run every generator in `mode` on the repository at `root`; returns the schema changes
+/// it found (and printed).
+pub(crate) fn run_in(root: &Path, mode: Mode) -> Result<Vec<Change>> {
+    let root = root.to_path_buf();
     let mut stale = Vec::new();
+    let mut changes = Vec::new();
     for target in TARGETS {
         let schema_text = fs::read_to_string(root.join(target.schema))
             .with_context(|| format!("reading {}", target.schema))?;
+        if let Some((_, mirror)) = target.mirror {
+            changes.extend(schema_changes(&root, target.schema, mirror, &schema_text));
+        }
         let rust = generate_rust(target, &schema_text)?;
         check_runtime_deps(&root, target, &rust)?;
         let mut outputs = vec![(target.rust_out.to_owned(), rust.source)];
@@ -81,10 +98,41 @@ pub(crate) fn run(mode: Mode) -> Result<()> {
     if let Err(err) = ensure_file_contents(mode, &root, SESSIONS_INDEX, &index) {
         stale.push(format!("{err:#}"));
     }
+    if !changes.is_empty() {
+        eprintln!(
+            "schema changes since the last `cargo xtask codegen` (docs/protocol.md section 5):"
+        );
+        for change in &changes {
+            eprintln!("  {change}");
+        }
+        if changes.iter().any(|c| c.breaking) {
+            eprintln!(
+                "  a BREAKING change needs a new protocol version; the build now fails where \
+                 the changed messages are constructed"
+            );
+        }
+    }
     if !stale.is_empty() {
         bail!("{}", stale.join("\n"));
     }
-    Ok(())
+    Ok(changes)
+}
+
+/// The changes from the schema copy that the last run mirrored into `mirror` to `schema`
+/// now; none when there is no copy yet or either is not JSON (codegen reports that itself).
+fn schema_changes(root: &Path, schema: &str, mirror: &str, schema_text: &str) -> Vec<Change> {
+    let file = Path::new(schema)
+        .file_name()
+        .map(Path::new)
+        .unwrap_or(Path::new(schema));
+    let before = fs::read_to_string(root.join(mirror).join(file))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let now = serde_json::from_str::<serde_json::Value>(schema_text).ok();
+    match (before, now) {
+        (Some(before), Some(now)) => crate::schema_diff::changes(&before, &now),
+        _ => Vec::new(),
+    }
 }
 
 /// `conformance/src/session/index.rs`: every `*.json` under `conformance/sessions`, by
@@ -191,8 +239,21 @@ fn generate_rust(target: &Target, schema_text: &str) -> Result<Generated> {
         .add_root_schema(root_schema)
         .with_context(|| format!("generating types from {}", target.schema))?;
 
-    let file: syn::File =
+    let mut file: syn::File =
         syn::parse2(space.to_stream()).context("typify produced unparsable Rust")?;
+    if let Some(enum_name) = target.api_for {
+        let schema: serde_json::Value = serde_json::from_str(schema_text)
+            .with_context(|| format!("{} is not JSON", target.schema))?;
+        let api = crate::message_api::generate(&file, &schema, enum_name).with_context(|| {
+            format!(
+                "generating {enum_name}'s constructors from {}",
+                target.schema
+            )
+        })?;
+        let api: syn::File =
+            syn::parse_str(&api).context("the generated constructors do not parse")?;
+        file.items.extend(api.items);
+    }
     // One blank line between top-level items, so generated diffs read like hand-written ones.
     let empty = syn::File {
         items: Vec::new(),

@@ -9,8 +9,11 @@ mod codegen;
 mod deps;
 mod ensure;
 mod fuzz;
+mod message_api;
 mod process;
 mod report;
+mod schema_diff;
+mod schema_growth;
 mod soak;
 mod vendor;
 
@@ -29,10 +32,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate Rust code (and embedded schema copies) from the JSON Schemas in `schema/`.
+    /// Generate Rust code (and embedded copies) from the JSON Schemas and session files.
     ///
-    /// Writes `messages/src/generated.rs` and `messages/schema/`. With `--check`, writes
-    /// nothing, prints a unified diff of what would change and fails if anything is stale.
+    /// Writes `messages/src/generated.rs` (the message types, their constructors,
+    /// `type_name` and `direction`) and `messages/schema/` (a copy of `schema/`) from
+    /// `schema/`, `conformance/src/session/generated.rs` from
+    /// `conformance/session.schema.json`, and `conformance/src/session/index.rs`, which
+    /// embeds every file in `conformance/sessions/` (so a new session file needs a codegen
+    /// run). Prints what changed in the message schema since the last run and what each
+    /// change means for compatibility. With `--check`, writes nothing, prints a unified
+    /// diff of what would change and fails if anything is stale.
     Codegen {
         /// Only verify that the generated files are current; exit 1 if not.
         #[arg(long)]
@@ -41,6 +50,13 @@ enum Command {
     /// Prove `messages/` works vendored alone: copy it outside the repository, depend on
     /// the copy by path from a throwaway crate, build it and parse a message with it.
     CheckVendor,
+    /// Prove the schema can grow with no hand edit (docs/protocol.md section 5): apply each
+    /// of three changes to a scratch copy of the repository — optional members, a new
+    /// client-to-server type, a new required member — run codegen there and build it. The
+    /// first two must build and pass the messages and server tests (the relay answers the
+    /// new type ERR 501); the third must fail only where the message is constructed.
+    /// Builds in target/schema-growth; takes several minutes.
+    CheckSchemaGrowth,
     /// Benchmark compendium-server against the bare baseline relay (release builds, A/B
     /// alternating, medians, RSS from /proc) and write bench/results/<date>.{json,md,svg}
     /// plus the README's performance section. Takes a few minutes; --quick < 2 minutes.
@@ -98,6 +114,7 @@ fn main() -> ExitCode {
             ensure::Mode::Write
         }),
         Command::CheckVendor => vendor::run(),
+        Command::CheckSchemaGrowth => schema_growth::run(),
         Command::Bench {
             chart: Some(results),
             ..

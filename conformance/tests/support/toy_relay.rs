@@ -234,7 +234,7 @@ async fn handle(
     };
     match Message::parse(text) {
         Err(err) => invalid(err.to_string()),
-        Ok(Message::Init) => {
+        Ok(Message::Init { .. }) => {
             conn.assigned += 1;
             let addr = Address::from_bits(conn.base + conn.assigned);
             let mut registry = registry.lock().expect("lock");
@@ -246,7 +246,9 @@ async fn handle(
             registry.insert(addr, outbox.clone());
             Some(Reply::Text(Message::init_resp(addr).to_json()))
         }
-        Ok(Message::Route { ephe_wss_addr, msg }) => {
+        Ok(Message::Route {
+            ephe_wss_addr, msg, ..
+        }) => {
             let frame = match fault {
                 Fault::ExtraDeliverMember => format!(
                     r#"{{"type":"DELIVER","msg":{},"from":"relay"}}"#,
