@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::client::{ClientBuilder, Events, Sender};
-use crate::error::{Error, Result};
+use crate::error::{ConnectError, ConnectStage, Error, Result};
 use crate::event::Event;
 
 /// A blocking connection to a relay; see the [module docs](self).
@@ -73,11 +73,28 @@ impl RuntimeThread {
                     }
                 }
             })
-            .map_err(|e| Error::Connect(format!("cannot start the client thread: {e}")))?;
+            .map_err(|e| {
+                Error::Connect(ConnectError::io(
+                    ConnectStage::Startup,
+                    format!("cannot start the client thread: {e}"),
+                    e,
+                ))
+            })?;
         let handle = handle_rx
             .recv()
-            .map_err(|_| Error::Connect("the client thread ended at startup".into()))?
-            .map_err(|e| Error::Connect(format!("cannot start the client runtime: {e}")))?;
+            .map_err(|_| {
+                Error::Connect(ConnectError::other(
+                    ConnectStage::Startup,
+                    "the client thread ended at startup".into(),
+                ))
+            })?
+            .map_err(|e| {
+                Error::Connect(ConnectError::io(
+                    ConnectStage::Startup,
+                    format!("cannot start the client runtime: {e}"),
+                    e,
+                ))
+            })?;
         Ok(Self {
             handle,
             stop: Some(stop),

@@ -10,11 +10,12 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::error::{Error, Result};
+use crate::error::{ConnectError, ConnectStage, Error, Result};
 
 /// The byte stream under a [`RawSocket`]: plain TCP or TLS over TCP.
 pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {
@@ -99,7 +100,13 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
         what: "connect",
         after: dial.connect_timeout,
     })?
-    .map_err(|e| Error::Connect(format!("{host}:{port}: {e}")))?;
+    .map_err(|e| {
+        Error::Connect(ConnectError::io(
+            ConnectStage::Tcp,
+            format!("{host}:{port}: {e}"),
+            e,
+        ))
+    })?;
     // Protocol messages are small and latency matters more than batching.
     let _ = tcp.set_nodelay(true);
 
@@ -110,10 +117,13 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
                 let name = ServerName::try_from(host.clone()).map_err(|e| {
                     Error::InvalidUrl(format!("{host:?} is not a TLS server name: {e}"))
                 })?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| Error::Connect(format!("TLS handshake with {host}: {e}")))?;
+                let stream = connector.connect(name, tcp).await.map_err(|e| {
+                    Error::Connect(ConnectError::io(
+                        ConnectStage::Tls,
+                        format!("TLS handshake with {host}: {e}"),
+                        e,
+                    ))
+                })?;
                 Box::new(stream)
             }
         };
@@ -124,7 +134,14 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(|e| {
-                    Error::Connect(format!("WebSocket handshake with {}: {e}", dial.url))
+                    let message = format!("WebSocket handshake with {}: {e}", dial.url);
+                    Error::Connect(match e {
+                        WsError::Http(response) => {
+                            ConnectError::http(response.status().as_u16(), message)
+                        }
+                        WsError::Io(io) => ConnectError::io(ConnectStage::WebSocket, message, io),
+                        _ => ConnectError::other(ConnectStage::WebSocket, message),
+                    })
                 })?;
         Ok(socket)
     };

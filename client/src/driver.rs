@@ -323,9 +323,11 @@ pub(crate) fn on_text(text: &str, state: &SharedState) -> Option<Event> {
         Message::Err {
             err_code, err_msg, ..
         } => {
-            // Replies come in request order. An ERR arriving while an INIT waits is that
-            // INIT's, unless ROUTEs went out just before it and the code is one a ROUTE
-            // can get but an INIT cannot (404, 400), or it is ambiguous (429, 503).
+            // Replies come in request order, so an ERR that arrives while an INIT waits
+            // answers that INIT or a ROUTE written since the previous INIT. It is the
+            // INIT's only when no ROUTE was written in between (a ROUTE's 404, 429 or 503
+            // would arrive here too) and its code is one an INIT can get: not 404 (an
+            // INIT names no address) and not 400 (the INIT we write is always valid).
             let mut state = lock(state);
             let for_init = state.inits.front().is_some_and(|init| {
                 !init.after_routes

@@ -15,8 +15,8 @@ pub enum Error {
     Tls(String),
     /// TCP, TLS or the WebSocket handshake failed (refused, unreachable, certificate not
     /// trusted, HTTP 503 from a relay at its connection limit, ...). Retry later or fix
-    /// the address.
-    Connect(String),
+    /// the address; [`ConnectError`] says at which stage and why.
+    Connect(ConnectError),
     /// An operation did not complete in time; `what` names it. The connection may be dead.
     Timeout {
         /// What timed out: "connect", "handshake", "INIT", "close".
@@ -70,7 +70,7 @@ impl fmt::Display for Error {
         match self {
             Self::InvalidUrl(message) => write!(f, "invalid URL: {message}"),
             Self::Tls(message) => write!(f, "TLS: {message}"),
-            Self::Connect(message) => write!(f, "cannot connect: {message}"),
+            Self::Connect(err) => write!(f, "cannot connect: {err}"),
             Self::Timeout { what, after } => write!(f, "{what} timed out after {after:?}"),
             Self::Server { code, message } => write!(f, "relay error {code}: {message}"),
             Self::InvalidFrame(message) => f.write_str(message),
@@ -90,6 +90,105 @@ impl std::error::Error for Error {
         match self {
             Self::InvalidPayload(err) => Some(err),
             Self::Decode(err) => Some(err),
+            Self::Connect(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connection could not be opened ([`Error::Connect`]): the stage that failed and
+/// the cause, to match on, with a message that names the host.
+#[derive(Debug)]
+pub struct ConnectError {
+    stage: ConnectStage,
+    cause: Cause,
+    message: String,
+}
+
+/// Where opening a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectStage {
+    /// The TCP connection (refused, unreachable, name not resolved).
+    Tcp,
+    /// The TLS handshake of a `wss://` URL.
+    Tls,
+    /// The WebSocket opening handshake (an HTTP error status, a server that is not a
+    /// WebSocket server).
+    WebSocket,
+    /// Before any network I/O: the blocking client's thread or runtime did not start.
+    Startup,
+}
+
+#[derive(Debug)]
+enum Cause {
+    Io(std::io::Error),
+    Http(u16),
+    Other,
+}
+
+impl ConnectError {
+    pub(crate) fn io(stage: ConnectStage, message: String, err: std::io::Error) -> Self {
+        Self {
+            stage,
+            cause: Cause::Io(err),
+            message,
+        }
+    }
+
+    pub(crate) fn http(status: u16, message: String) -> Self {
+        Self {
+            stage: ConnectStage::WebSocket,
+            cause: Cause::Http(status),
+            message,
+        }
+    }
+
+    pub(crate) fn other(stage: ConnectStage, message: String) -> Self {
+        Self {
+            stage,
+            cause: Cause::Other,
+            message,
+        }
+    }
+
+    /// Which stage failed.
+    #[must_use]
+    pub fn stage(&self) -> ConnectStage {
+        self.stage
+    }
+
+    /// The operating system's error kind, when an I/O error was the cause (e.g.
+    /// `ConnectionRefused`: nothing listens there).
+    #[must_use]
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match &self.cause {
+            Cause::Io(err) => Some(err.kind()),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status the server answered the WebSocket handshake with, if it refused it
+    /// (503: a relay at its connection limit; 404, 426: not a WebSocket endpoint).
+    #[must_use]
+    pub fn http_status(&self) -> Option<u16> {
+        match self.cause {
+            Cause::Http(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Cause::Io(err) => Some(err),
             _ => None,
         }
     }

@@ -25,5 +25,5 @@ pub mod fuzzing;
 pub use client::{Client, ClientBuilder, Events, Sender};
 pub use compendium_messages::{Address, Payload};
 pub use connect::{RawIo, RawSocket};
-pub use error::{Error, Result};
+pub use error::{ConnectError, ConnectStage, Error, Result};
 pub use event::Event;

@@ -9,12 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use compendium_cli_support::{Exit, Seconds, Signals};
 use compendium_client::{Address, Client, ClientBuilder, Error, Event, Payload};
-
-/// Exit status: the relay refused, the connection failed, or input was invalid.
-const FAILED: u8 = 1;
-/// Exit status: `--timeout` expired.
-const TIMED_OUT: u8 = 3;
 
 /// A command-line client for the Compendium WebSocket relay.
 #[derive(Parser, Debug)]
@@ -34,8 +30,8 @@ struct Cli {
     ca_cert: Option<PathBuf>,
 
     /// Give up after this many seconds (exit status 3).
-    #[arg(long, global = true, value_name = "SECS", value_parser = seconds)]
-    timeout: Option<Duration>,
+    #[arg(long, global = true, value_name = "SECS")]
+    timeout: Option<Seconds>,
 
     #[command(subcommand)]
     command: Command,
@@ -75,13 +71,6 @@ const EXAMPLES: &str = "Examples:
 Exit status: 0 success, 1 refused by the relay / connection failed / invalid input,
 2 usage error, 3 --timeout expired.";
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a usable duration"))
-}
-
 fn parse_address(text: &str) -> Result<Address, String> {
     text.parse().map_err(|e| format!("{e}"))
 }
@@ -95,10 +84,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("compendium-client: cannot start the async runtime: {err}");
-            return ExitCode::from(FAILED);
+            return Exit::Failure.into();
         }
     };
-    let timeout = cli.timeout;
+    let timeout = cli.timeout.map(Duration::from);
     runtime.block_on(async move {
         let work = run(cli);
         let outcome = match timeout {
@@ -111,11 +100,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(Failure::TimedOut(limit)) => {
                 eprintln!("compendium-client: timed out after {limit:?}");
-                ExitCode::from(TIMED_OUT)
+                Exit::Timeout.into()
             }
             Err(Failure::Failed(message)) => {
                 eprintln!("compendium-client: {message}");
-                ExitCode::from(FAILED)
+                Exit::Failure.into()
             }
         }
     })
@@ -149,13 +138,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn listen(mut client: Client, once: bool) -> Result<(), Failure> {
+    let mut signals = Signals::register()
+        .map_err(|e| Failure::Failed(format!("cannot listen for SIGINT and SIGTERM: {e}")))?;
     let address = client.init().await?;
     print_line(&address.to_string());
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         let event = tokio::select! {
-            () = &mut stop => break,
+            _ = signals.recv() => break,
             event = client.next_event() => event,
         };
         match event {
@@ -240,29 +229,5 @@ async fn send(
         (i, r) => Err(Failure::Failed(format!(
             "{i} invalid, {r} refused by the relay"
         ))),
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (never, if neither can be listened for).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

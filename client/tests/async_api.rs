@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use compendium_client::{Client, Error, Event};
+use compendium_client::{Client, ConnectStage, Error, Event};
 use compendium_server::Config;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -273,8 +273,17 @@ async fn connection_failures_are_precise() {
         .local_addr()
         .expect("addr");
     match Client::connect(&format!("ws://{free_port}")).await {
-        Err(Error::Connect(message)) => {
-            assert!(message.contains("Connection refused"), "{message}")
+        Err(Error::Connect(err)) => {
+            assert_eq!(err.stage(), ConnectStage::Tcp, "{err}");
+            assert_eq!(
+                err.io_kind(),
+                Some(std::io::ErrorKind::ConnectionRefused),
+                "{err}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!("{free_port}: ")),
+                "{err}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -283,7 +292,10 @@ async fn connection_failures_are_precise() {
     let (url, _) = relay(config).await;
     let _first = Client::connect(&url).await.expect("connect");
     match Client::connect(&url).await {
-        Err(Error::Connect(message)) => assert!(message.contains("503"), "{message}"),
+        Err(Error::Connect(err)) => {
+            assert_eq!(err.stage(), ConnectStage::WebSocket, "{err}");
+            assert_eq!(err.http_status(), Some(503), "{err}");
+        }
         other => panic!("{other:?}"),
     }
 }

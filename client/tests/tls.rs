@@ -2,7 +2,7 @@
 
 mod support;
 
-use compendium_client::{Client, Error};
+use compendium_client::{Client, ConnectStage, Error};
 use compendium_server::{Config, TlsFiles};
 
 #[tokio::test]
@@ -40,10 +40,14 @@ async fn wss_with_a_custom_ca_file() {
 
     // With the default (public) roots, a self-signed relay is not trusted.
     match Client::connect(&url).await {
-        Err(Error::Connect(message)) => assert!(
-            message.contains("TLS handshake with localhost"),
-            "{message}"
-        ),
+        Err(Error::Connect(err)) => {
+            assert_eq!(err.stage(), ConnectStage::Tls, "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("TLS handshake with localhost: "),
+                "{err}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     // A CA file that holds no certificate is a clear error.

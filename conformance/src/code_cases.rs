@@ -876,7 +876,7 @@ async fn connection_limit(ctx: Ctx) -> Outcome {
                     limit + 1
                 ));
             }
-            Err(e) if e.to_string().contains("503") => {}
+            Err(compendium_client::Error::Connect(e)) if e.http_status() == Some(503) => {}
             Err(e) => return Err(format!("expected HTTP 503 beyond the limit, got: {e}")),
         }
         let mut first = open.swap_remove(0);

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 use compendium_client::{ClientBuilder, RawSocket};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::jsoneq::Exact;
 
 /// How the pairs send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One message in flight per direction.
@@ -58,7 +58,7 @@ pub struct LoadOptions {
 }
 
 /// Latency percentiles, in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50: u64,
@@ -72,8 +72,9 @@ pub struct Latency {
     pub max: u64,
 }
 
-/// The result of a run.
-#[derive(Debug, Clone, Serialize)]
+/// The result of a run: what `compendium-conformance load --json` prints (one object),
+/// read back by `cargo xtask bench` and `soak` through this same type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Pairs, size, mode, window as run.
     pub pairs: usize,
@@ -130,6 +131,20 @@ impl LoadReport {
             l.max
         )
     }
+}
+
+/// What `compendium-conformance load --idle N --json` prints once its connections are open
+/// (one line, then it holds them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleReport {
+    /// Connections asked for.
+    pub idle: usize,
+    /// Connections open and INITed.
+    pub opened: usize,
+    /// Connections that failed.
+    pub failed: usize,
+    /// The first few failures.
+    pub errors: Vec<String>,
 }
 
 /// The msg for `seq`, sent at `t` µs after the run's start, padded to `size` bytes.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use compendium_cli_support::{Exit, Signals};
 use compendium_client::ClientBuilder;
 use compendium_conformance::case::{self, Case};
 use compendium_conformance::recorder::{Labels, Recorder};
@@ -161,7 +162,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("compendium-conformance: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
+            return Exit::Failure.into();
         }
     };
     runtime.block_on(async {
@@ -183,7 +184,7 @@ fn main() -> ExitCode {
                     Ok(cases) => cases,
                     Err(err) => {
                         eprintln!("compendium-conformance: {err}");
-                        return ExitCode::from(2);
+                        return Exit::Usage.into();
                     }
                 };
                 let mut options = RunOptions::new(url);
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
                         "compendium-conformance: no case matches {:?}",
                         options.prefixes
                     );
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
                 print!(
                     "{}",
@@ -211,9 +212,9 @@ fn main() -> ExitCode {
                     }
                 );
                 if report.failed() {
-                    ExitCode::from(1)
+                    Exit::Failure.into()
                 } else {
-                    ExitCode::SUCCESS
+                    Exit::Success.into()
                 }
             }
             Command::Load {
@@ -232,7 +233,7 @@ fn main() -> ExitCode {
                     Ok(duration) => duration,
                     Err(_) => {
                         eprintln!("compendium-conformance: --secs {secs} is not a usable duration");
-                        return ExitCode::from(2);
+                        return Exit::Usage.into();
                     }
                 };
                 let client = client(ca_cert);
@@ -264,14 +265,14 @@ fn main() -> ExitCode {
                                     print!("{}", report.text());
                                 }
                                 if report.valid {
-                                    ExitCode::SUCCESS
+                                    Exit::Success.into()
                                 } else {
-                                    ExitCode::from(1)
+                                    Exit::Failure.into()
                                 }
                             }
                             Err(err) => {
                                 eprintln!("compendium-conformance: load: {err}");
-                                ExitCode::from(1)
+                                Exit::Failure.into()
                             }
                         }
                     }
@@ -332,8 +333,13 @@ async fn hold_idle(
 ) -> ExitCode {
     let (sockets, errors) = load::open_idle(url, client, count).await;
     if json {
-        let line = serde_json::json!({"idle": count, "opened": sockets.len(), "failed": errors.len(), "errors": errors.iter().take(5).collect::<Vec<_>>()});
-        println!("{line}");
+        let report = load::IdleReport {
+            idle: count,
+            opened: sockets.len(),
+            failed: errors.len(),
+            errors: errors.iter().take(5).cloned().collect(),
+        };
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         println!(
             "holding {} connections ({} failed)",
@@ -347,9 +353,9 @@ async fn hold_idle(
     tokio::time::sleep(hold).await;
     drop(sockets);
     if errors.is_empty() {
-        ExitCode::SUCCESS
+        Exit::Success.into()
     } else {
-        ExitCode::from(1)
+        Exit::Failure.into()
     }
 }
 
@@ -362,11 +368,11 @@ fn list() -> ExitCode {
                     case.meta.id, case.meta.level, case.meta.description
                 );
             }
-            ExitCode::SUCCESS
+            Exit::Success.into()
         }
         Err(err) => {
             eprintln!("compendium-conformance: {err}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }
@@ -378,11 +384,18 @@ async fn record(
     labels: Labels,
     client: ClientBuilder,
 ) -> ExitCode {
+    let mut signals = match Signals::register() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("compendium-conformance: cannot listen for SIGINT and SIGTERM: {err}");
+            return Exit::Failure.into();
+        }
+    };
     let recorder = match Recorder::bind(listen, upstream, client).await {
         Ok(recorder) => recorder,
         Err(err) => {
             eprintln!("compendium-conformance: cannot listen on {listen}: {err}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let local = recorder
@@ -392,42 +405,26 @@ async fn record(
         "recording: connect clients to ws://{local} (forwarding to {upstream}); Ctrl-C to stop and write {}",
         out.display()
     );
-    let session = recorder.run(stop_signal(), labels).await;
+    let session = recorder
+        .run(
+            async move {
+                signals.recv().await;
+            },
+            labels,
+        )
+        .await;
     let text = serde_json::to_string_pretty(&session).unwrap_or_default() + "\n";
     match std::fs::write(out, text) {
         Ok(()) => {
             eprintln!("wrote {}", out.display());
-            ExitCode::SUCCESS
+            Exit::Success.into()
         }
         Err(err) => {
             eprintln!(
                 "compendium-conformance: cannot write {}: {err}",
                 out.display()
             );
-            ExitCode::from(1)
+            Exit::Failure.into()
         }
-    }
-}
-
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -5,7 +5,7 @@
 //! model expects (INITRESP with a fresh address, ERR 400 with parse's exact text, 404 with
 //! the fixed text, 503 when the target's queue is full, nothing for a delivered ROUTE);
 //! DELIVERs reach exactly the holder of the address, in order, with `msg`'s bytes
-//! unchanged; the registry holds exactly one address per open connection that sent INIT;
+//! unchanged; the directory holds exactly one address per open connection that sent INIT;
 //! with a rate limit, a connection is never granted more than the bucket allows.
 
 use std::collections::VecDeque;

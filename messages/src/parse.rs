@@ -19,8 +19,9 @@ use crate::raw::{RawError, RawObject};
 use crate::schema::{Arm, SCHEMAS};
 use crate::{Address, Message};
 
-/// Error texts quote offending values; keep each one short enough for an ERR frame.
-const MAX_MESSAGE_BYTES: usize = 200;
+/// The most of an offending value (or member name) an error text quotes, so an ERR frame
+/// stays short whatever the input.
+const MAX_QUOTE_BYTES: usize = 200;
 
 impl Message {
     /// Parse and validate one message received as a WebSocket text frame.
@@ -46,7 +47,7 @@ impl Message {
         })?;
         if let Some(key) = object.duplicate_key() {
             return Err(ParseError::DuplicateKey {
-                key: truncate(key.to_owned(), MAX_MESSAGE_BYTES),
+                key: truncate(key.to_owned(), MAX_QUOTE_BYTES),
             });
         }
         if SCHEMAS.fast_path
@@ -138,7 +139,7 @@ fn select_arm(object: &RawObject<'_>) -> Result<&'static Arm, ParseError> {
                 "/type",
                 format!(
                     "{:?} is not a message type (expected one of {})",
-                    truncate(name, MAX_MESSAGE_BYTES),
+                    truncate(name, MAX_QUOTE_BYTES),
                     schemas.type_names()
                 ),
             )
@@ -147,7 +148,7 @@ fn select_arm(object: &RawObject<'_>) -> Result<&'static Arm, ParseError> {
             "/type",
             format!(
                 "{} is not of type \"string\"",
-                truncate(other.to_string(), MAX_MESSAGE_BYTES)
+                truncate(other.to_string(), MAX_QUOTE_BYTES)
             ),
         )),
     }
@@ -172,13 +173,13 @@ fn violations(arm: &Arm, instance: &Value) -> Vec<Violation> {
                 let name = property.as_str().unwrap_or_default();
                 out.push(Violation {
                     pointer: format!("{path}/{}", pointer_token(name)),
-                    message: truncate(error.to_string(), MAX_MESSAGE_BYTES),
+                    message: truncate(error.to_string(), MAX_QUOTE_BYTES),
                 });
             }
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for name in unexpected {
                     // The name is the sender's: quote it briefly, like any offending value.
-                    let short = truncate(pointer_token(name), MAX_MESSAGE_BYTES);
+                    let short = truncate(pointer_token(name), MAX_QUOTE_BYTES);
                     out.push(Violation {
                         pointer: format!("{path}/{short}"),
                         message: truncate(
@@ -191,14 +192,14 @@ fn violations(arm: &Arm, instance: &Value) -> Vec<Violation> {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),
-                            MAX_MESSAGE_BYTES,
+                            MAX_QUOTE_BYTES,
                         ),
                     });
                 }
             }
             _ => out.push(Violation {
                 pointer: path,
-                message: truncate(error.to_string(), MAX_MESSAGE_BYTES),
+                message: truncate(error.to_string(), MAX_QUOTE_BYTES),
             }),
         }
         if out.len() >= ParseError::MAX_VIOLATIONS {

@@ -8,7 +8,8 @@
 //!
 //!     cargo run --release -p compendium-server --example bare_relay -- 127.0.0.1:0
 //!
-//! Prints `listening on ws://ADDR` once bound.
+//! Once bound, writes the readiness line that compendium-server's JSON log has (on stderr:
+//! `{"fields":{"event":"ready","listen":"ws://ADDR"}}`), so the same harness starts both.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +41,10 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8001".into());
     let listener = TcpListener::bind(&listen).await?;
-    println!("listening on ws://{}", listener.local_addr()?);
+    eprintln!(
+        r#"{{"fields":{{"event":"ready","listen":"ws://{}"}}}}"#,
+        listener.local_addr()?
+    );
     let map: Map = Arc::default();
     let counter = Arc::new(AtomicU64::new(1));
     loop {

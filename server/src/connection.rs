@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
+use crate::directory::{ConnId, Mailbox, Refusal};
 use crate::metrics::{CodeLabel, ReasonLabel};
-use crate::registry::{ConnId, Mailbox, Refusal};
 use crate::relay::{Input, Outcome};
 use crate::server::Shared;
 
@@ -28,7 +28,7 @@ const WRITE_BATCH: usize = 64;
 /// How long a connection closed for a reason of ours gets to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// A connection's bounded outbound queue, as the registry sees it (rule 3.8).
+/// A connection's bounded outbound queue, as the directory sees it (rule 3.8).
 #[derive(Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<String>,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use compendium_messages::Address;
 
-use crate::registry::{ConnId, Mailbox, Refusal, Registry};
+use crate::directory::{ConnId, Directory, Mailbox, Refusal};
 use crate::relay::{Input, Relay, Session};
 
 std::thread_local! {
@@ -65,7 +65,7 @@ impl Core {
     pub fn new(queue_bound: usize, max_msgs_per_sec: Option<u32>) -> Self {
         DRAWS.with(|d| d.set(0));
         Self {
-            relay: Relay::new(Arc::new(Registry::new()), max_msgs_per_sec, repeating_draw),
+            relay: Relay::new(Arc::new(Directory::new()), max_msgs_per_sec, repeating_draw),
             conns: BTreeMap::new(),
             next_conn: 0,
             queue_bound,
@@ -135,10 +135,10 @@ impl Core {
         })
     }
 
-    /// How many addresses the registry holds.
+    /// How many addresses the directory holds.
     #[must_use]
     pub fn live(&self) -> usize {
-        self.relay.registry().live()
+        self.relay.directory().live()
     }
 }
 

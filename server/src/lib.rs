@@ -7,7 +7,7 @@
 //!
 //! Layout, after quinn's protocol/IO split:
 //! - `relay` — the rules, with no sockets and no clock: frame in, [`Outcome`](relay) out;
-//! - `registry` — the address → connection map: the seam a multi-node registry replaces;
+//! - `directory` — this node's live addresses → connection mailboxes;
 //! - `connection` — one task per connection, one `select!`, moving bytes;
 //! - `listener` — accept, TLS, handshake, limits; `server` — bind, run, shut down.
 //!
@@ -17,13 +17,13 @@
 mod burst;
 mod config;
 mod connection;
+mod directory;
 mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod listener;
 mod metrics;
 mod rate;
-mod registry;
 mod relay;
 mod server;
 mod tls;

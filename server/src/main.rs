@@ -6,19 +6,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use compendium_cli_support::{Exit, Seconds, Signals};
 use compendium_server::{Config, Server, TlsFiles};
 
 /// The Compendium WebSocket relay.
 ///
 /// Clients connect over WebSocket, send {"type":"INIT"} to get an ephemeral address, and
 /// send {"type":"ROUTE","EpheWssAddr":ADDR,"msg":{...}} to deliver a JSON object to the
-/// client holding ADDR. See docs/protocol.md.
+/// client holding ADDR. See docs/protocol.md; operating it: docs/operations.md.
 ///
 /// Every flag can also be set with the environment variable shown. Durations are in
 /// seconds (fractions allowed). Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug).
+/// Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 if it cannot start, 2 for a
+/// usage error.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, after_help = EXAMPLES)]
 struct Cli {
@@ -28,7 +30,7 @@ struct Cli {
         env = "COMPENDIUM_LISTEN",
         value_name = "ADDR:PORT",
         value_delimiter = ',',
-        default_value = "127.0.0.1:8001"
+        default_values_t = defaults().listen
     )]
     listen: Vec<SocketAddr>,
 
@@ -51,20 +53,15 @@ struct Cli {
     tls_key: Option<PathBuf>,
 
     /// Largest message in bytes; a larger one closes its connection with code 1009.
-    #[arg(long, env = "COMPENDIUM_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "COMPENDIUM_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = defaults().max_message_bytes)]
     max_message_bytes: usize,
 
     /// Messages queued for one slow reader before ROUTEs to it get ERR 503.
-    #[arg(
-        long,
-        env = "COMPENDIUM_MAX_QUEUE",
-        value_name = "MESSAGES",
-        default_value_t = 1024
-    )]
+    #[arg(long, env = "COMPENDIUM_MAX_QUEUE", value_name = "MESSAGES", default_value_t = defaults().max_queue)]
     max_queue: usize,
 
     /// Bytes queued for one slow reader before ROUTEs to it get ERR 503.
-    #[arg(long, env = "COMPENDIUM_MAX_QUEUE_BYTES", value_name = "BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "COMPENDIUM_MAX_QUEUE_BYTES", value_name = "BYTES", default_value_t = defaults().max_queue_bytes)]
     max_queue_bytes: usize,
 
     /// Messages per second one connection may send; excess ones get ERR 429. Off if unset.
@@ -72,29 +69,24 @@ struct Cli {
     max_msgs_per_sec: Option<u32>,
 
     /// Seconds between the server's pings to each connection.
-    #[arg(long, env = "COMPENDIUM_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = seconds)]
-    ping_interval: Duration,
+    #[arg(long, env = "COMPENDIUM_PING_INTERVAL", value_name = "SECS", default_value_t = Seconds(defaults().ping_interval))]
+    ping_interval: Seconds,
 
     /// Close a connection that has sent nothing (not even a pong) for this many seconds.
-    #[arg(long, env = "COMPENDIUM_IDLE_TIMEOUT", value_name = "SECS", default_value = "90", value_parser = seconds)]
-    idle_timeout: Duration,
+    #[arg(long, env = "COMPENDIUM_IDLE_TIMEOUT", value_name = "SECS", default_value_t = Seconds(defaults().idle_timeout))]
+    idle_timeout: Seconds,
 
     /// Seconds a new connection gets to complete its TLS and WebSocket handshakes.
-    #[arg(long, env = "COMPENDIUM_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = seconds)]
-    handshake_timeout: Duration,
+    #[arg(long, env = "COMPENDIUM_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value_t = Seconds(defaults().handshake_timeout))]
+    handshake_timeout: Seconds,
 
     /// Open connections allowed; beyond it new handshakes get HTTP 503.
-    #[arg(
-        long,
-        env = "COMPENDIUM_MAX_CONNECTIONS",
-        value_name = "N",
-        default_value_t = 100_000
-    )]
+    #[arg(long, env = "COMPENDIUM_MAX_CONNECTIONS", value_name = "N", default_value_t = defaults().max_connections)]
     max_connections: usize,
 
     /// On SIGINT/SIGTERM, seconds allowed to flush queued messages and close connections.
-    #[arg(long, env = "COMPENDIUM_SHUTDOWN_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = seconds)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "COMPENDIUM_SHUTDOWN_TIMEOUT", value_name = "SECS", default_value_t = Seconds(defaults().shutdown_timeout))]
+    shutdown_timeout: Seconds,
 
     /// Serve GET /healthz and GET /metrics (Prometheus text) on this address. Off if unset.
     #[arg(long, env = "COMPENDIUM_METRICS_LISTEN", value_name = "ADDR:PORT")]
@@ -102,12 +94,17 @@ struct Cli {
 
     /// Each connection's initial read buffer, which is also the most read per syscall:
     /// small keeps idle connections cheap, larger saves syscalls for large messages.
-    #[arg(long, env = "COMPENDIUM_READ_BUFFER_BYTES", value_name = "BYTES", default_value_t = compendium_server::DEFAULT_READ_BUFFER_BYTES)]
+    #[arg(long, env = "COMPENDIUM_READ_BUFFER_BYTES", value_name = "BYTES", default_value_t = defaults().read_buffer_bytes)]
     read_buffer_bytes: usize,
 
     /// Log format on stderr.
     #[arg(long, env = "COMPENDIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// The library's defaults, which the flags' defaults show: one place for each value.
+fn defaults() -> Config {
+    Config::default()
 }
 
 const EXAMPLES: &str = "Examples:
@@ -122,13 +119,6 @@ enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
-}
-
-fn seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a usable duration"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -156,42 +146,14 @@ impl Cli {
         config.max_queue = self.max_queue;
         config.max_queue_bytes = self.max_queue_bytes;
         config.max_msgs_per_sec = self.max_msgs_per_sec;
-        config.ping_interval = self.ping_interval;
-        config.idle_timeout = self.idle_timeout;
-        config.handshake_timeout = self.handshake_timeout;
+        config.ping_interval = self.ping_interval.into();
+        config.idle_timeout = self.idle_timeout.into();
+        config.handshake_timeout = self.handshake_timeout.into();
         config.max_connections = self.max_connections;
-        config.shutdown_timeout = self.shutdown_timeout;
+        config.shutdown_timeout = self.shutdown_timeout.into();
         config.metrics_listen = self.metrics_listen;
         config.read_buffer_bytes = self.read_buffer_bytes;
         config
-    }
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -205,19 +167,52 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::FAILURE;
+            return Exit::Failure.into();
         }
     };
     runtime.block_on(async {
+        let mut signals = match Signals::register() {
+            Ok(signals) => signals,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGINT and SIGTERM");
+                eprintln!("compendium-server: cannot listen for SIGINT and SIGTERM: {err}");
+                return Exit::Failure.into();
+            }
+        };
         let server = match Server::bind(cli.into_config()).await {
             Ok(server) => server,
             Err(err) => {
                 tracing::error!("{err}");
                 eprintln!("compendium-server: {err}");
-                return ExitCode::FAILURE;
+                return Exit::Failure.into();
             }
         };
-        server.run(shutdown_signal()).await;
-        ExitCode::SUCCESS
+        server
+            .run(async move {
+                let signal = signals.recv().await;
+                tracing::info!("{signal} received");
+            })
+            .await;
+        Exit::Success.into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the library's: parsing nothing gives `Config::default()`.
+    #[test]
+    fn no_flags_is_the_default_config() {
+        // Environment variables would change what "no flags" means.
+        let cli = Cli::try_parse_from(["compendium-server"]).expect("parses");
+        assert!(
+            std::env::vars().all(|(k, _)| !k.starts_with("COMPENDIUM_")),
+            "unset COMPENDIUM_* to run this test"
+        );
+        assert_eq!(
+            format!("{:?}", cli.into_config()),
+            format!("{:?}", Config::default())
+        );
+    }
 }

@@ -1,15 +1,15 @@
 //! The relay's rules (docs/protocol.md section 3), with no sockets and no clock of their
 //! own: a connection task feeds each inbound frame in, with the time, and gets back an
 //! [`Outcome`] — what to answer and what to count. Frames for *other* connections go
-//! through the [`Registry`].
+//! through the [`Directory`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use compendium_messages::{Address, Direction, Message, codes};
 
+use crate::directory::{ConnId, Delivery, Directory, Mailbox};
 use crate::rate::TokenBucket;
-use crate::registry::{ConnId, Delivery, Mailbox, Refusal, Registry};
 
 /// The exact 404 text of the first implementation, which clients match on (rule 3.6).
 pub(crate) const NOT_FOUND_TEXT: &str = "Socket address not found";
@@ -24,11 +24,9 @@ pub(crate) enum Input<'a> {
 /// What handling one frame came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// INIT: answer INITRESP with `address`; `retired` is the connection's previous one.
-    Assigned {
-        address: Address,
-        retired: Option<Address>,
-    },
+    /// INIT: answer INITRESP with `address` (the connection's previous one, if any, is
+    /// retired already).
+    Assigned { address: Address },
     /// ROUTE: the DELIVER is queued for the target; nothing is sent back (rule 3.3).
     Routed,
     /// ROUTE refused because the target's queue is full: answer ERR 503 (rule 3.8).
@@ -41,7 +39,7 @@ impl Outcome {
     /// The frame to send back to the connection that sent the input, if any.
     pub(crate) fn reply(&self) -> Option<Message> {
         match self {
-            Self::Assigned { address, .. } => Some(Message::init_resp(*address)),
+            Self::Assigned { address } => Some(Message::init_resp(*address)),
             Self::Routed => None,
             Self::TargetFull => Some(Message::err(
                 codes::UNAVAILABLE,
@@ -71,7 +69,7 @@ pub(crate) fn random_address() -> Result<Address, String> {
 
 /// The rules, shared by every connection of one server.
 pub(crate) struct Relay<M> {
-    registry: Arc<Registry<M>>,
+    directory: Arc<Directory<M>>,
     max_msgs_per_sec: Option<u32>,
     draw: DrawAddress,
 }
@@ -83,13 +81,13 @@ pub(crate) struct Session<M: Mailbox> {
     mailbox: M,
     address: Option<Address>,
     bucket: Option<TokenBucket>,
-    registry: Arc<Registry<M>>,
+    directory: Arc<Directory<M>>,
 }
 
 impl<M: Mailbox> Drop for Session<M> {
     fn drop(&mut self) {
         if let Some(address) = self.address.take() {
-            self.registry.release(self.conn, address);
+            self.directory.release(self.conn, address);
         }
     }
 }
@@ -104,19 +102,19 @@ impl<M: Mailbox> Session<M> {
 
 impl<M: Mailbox + Clone> Relay<M> {
     pub(crate) fn new(
-        registry: Arc<Registry<M>>,
+        directory: Arc<Directory<M>>,
         max_msgs_per_sec: Option<u32>,
         draw: DrawAddress,
     ) -> Self {
         Self {
-            registry,
+            directory,
             max_msgs_per_sec,
             draw,
         }
     }
 
-    pub(crate) fn registry(&self) -> &Registry<M> {
-        &self.registry
+    pub(crate) fn directory(&self) -> &Directory<M> {
+        &self.directory
     }
 
     /// State for a new connection whose frames go to `mailbox`.
@@ -128,7 +126,7 @@ impl<M: Mailbox + Clone> Relay<M> {
             bucket: self
                 .max_msgs_per_sec
                 .map(|rate| TokenBucket::new(rate, now)),
-            registry: Arc::clone(&self.registry),
+            directory: Arc::clone(&self.directory),
         }
     }
 
@@ -166,13 +164,10 @@ impl<M: Mailbox + Clone> Relay<M> {
                 ephe_wss_addr, msg, ..
             }) => {
                 let frame = msg.deliver_frame();
-                match self.registry.deliver(ephe_wss_addr, frame) {
+                match self.directory.deliver(ephe_wss_addr, frame) {
                     Delivery::Queued => Outcome::Routed,
                     Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
-                    Delivery::Refused(Refusal::Full) => Outcome::TargetFull,
-                    Delivery::Refused(Refusal::Gone) => {
-                        Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT)
-                    }
+                    Delivery::Full => Outcome::TargetFull,
                 }
             }
             // Whatever else the schema defines: a server's message (rule 2.4), or a
@@ -209,17 +204,16 @@ impl<M: Mailbox + Clone> Relay<M> {
                 }
             };
             if self
-                .registry
+                .directory
                 .claim(candidate, session.conn, session.mailbox.clone())
             {
                 break candidate;
             }
         };
-        let retired = session.address.replace(address);
-        if let Some(old) = retired {
-            self.registry.release(session.conn, old);
+        if let Some(old) = session.address.replace(address) {
+            self.directory.release(session.conn, old);
         }
-        Outcome::Assigned { address, retired }
+        Outcome::Assigned { address }
     }
 }
 
@@ -230,6 +224,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::*;
+    use crate::directory::Refusal;
 
     /// A mailbox that records frames, with an optional bound.
     #[derive(Clone, Default)]
@@ -268,7 +263,7 @@ mod tests {
     }
 
     fn relay(rate: Option<u32>) -> Relay<Recorder> {
-        Relay::new(Arc::new(Registry::new()), rate, counting)
+        Relay::new(Arc::new(Directory::new()), rate, counting)
     }
 
     fn init(relay: &Relay<Recorder>, s: &mut Session<Recorder>) -> Address {
@@ -288,7 +283,7 @@ mod tests {
         let mut a = relay.open(ConnId(1), Recorder::default(), Instant::now());
         let address = init(&relay, &mut a);
         assert_eq!(a.address(), Some(address));
-        assert_eq!(relay.registry().live(), 1);
+        assert_eq!(relay.directory().live(), 1);
     }
 
     #[test]
@@ -298,7 +293,7 @@ mod tests {
         let old = init(&relay, &mut a);
         let new = init(&relay, &mut a);
         assert_ne!(old, new);
-        assert_eq!(relay.registry().live(), 1);
+        assert_eq!(relay.directory().live(), 1);
         let outcome = relay.handle(&mut a, Input::Text(&route(old, "{}")), Instant::now());
         assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
     }
@@ -411,7 +406,7 @@ mod tests {
         let mut b = relay.open(ConnId(2), Recorder::default(), Instant::now());
         let b_addr = init(&relay, &mut b);
         drop(b);
-        assert_eq!(relay.registry().live(), 0);
+        assert_eq!(relay.directory().live(), 0);
         let outcome = relay.handle(&mut a, Input::Text(&route(b_addr, "{}")), Instant::now());
         assert_eq!(outcome, Outcome::error(404, NOT_FOUND_TEXT));
     }

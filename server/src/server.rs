@@ -15,9 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connection::Outbox;
+use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 use crate::relay::{Relay, random_address};
 use crate::{listener, metrics, tls};
 
@@ -97,13 +97,13 @@ impl Server {
             // grows it to fit each frame it receives; it is also the most it reads per
             // syscall. See `Config::read_buffer_bytes`.
             .read_buffer_size(config.read_buffer_bytes);
-        let registry = Arc::new(Registry::new());
+        let directory = Arc::new(Directory::new());
         let live_addresses = {
-            let registry = Arc::clone(&registry);
-            Box::new(move || registry.live())
+            let directory = Arc::clone(&directory);
+            Box::new(move || directory.live())
         };
         let shared = Arc::new(Shared {
-            relay: Relay::new(registry, config.max_msgs_per_sec, random_address),
+            relay: Relay::new(directory, config.max_msgs_per_sec, random_address),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
             ws_config,
@@ -162,16 +162,27 @@ impl Server {
             ));
         }
         let scheme = if tls.is_some() { "wss" } else { "ws" };
-        for addr in &addrs {
-            tracing::info!(%addr, "listening on {scheme}://{addr}");
-        }
-        if let Some((listener, addr)) = metrics_listener {
-            tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+        let urls: Vec<String> = addrs.iter().map(|a| format!("{scheme}://{a}")).collect();
+        let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+        if let Some((listener, _)) = metrics_listener {
             tokio::spawn(metrics::serve(
                 listener,
                 Arc::clone(&shared.metrics),
                 shared.shutdown.clone(),
             ));
+        }
+        // The readiness event (documented in docs/operations.md): one machine-readable
+        // line once everything is bound, which tools read instead of matching prose.
+        let listen = urls.join(",");
+        let metrics = metrics_addr.map(|a| a.to_string()).unwrap_or_default();
+        match metrics_addr {
+            Some(addr) => tracing::info!(
+                event = "ready",
+                %listen,
+                %metrics,
+                "listening on {listen}; metrics on http://{addr}/metrics, health on http://{addr}/healthz"
+            ),
+            None => tracing::info!(event = "ready", %listen, %metrics, "listening on {listen}"),
         }
 
         tokio::select! {
@@ -209,7 +220,7 @@ impl Handle {
     /// How many addresses are live (assigned to an open connection).
     #[must_use]
     pub fn live_addresses(&self) -> usize {
-        self.shared.relay.registry().live()
+        self.shared.relay.directory().live()
     }
 
     /// How many WebSocket connections are open.

@@ -21,7 +21,7 @@ async fn bystander_is_fine(client: &mut Client) {
 
 /// The end of every test: with all its clients gone (`connections` WebSocket connections
 /// in all), no address is live and no connection slot is taken — the attack left nothing
-/// in the registry. (Memory is judged from outside the process, in `attacks.rs`.)
+/// in the directory. (Memory is judged from outside the process, in `attacks.rs`.)
 async fn back_to_baseline(server: TestServer, connections: u64) {
     server.handle.wait_for_ended_connections(connections).await;
     assert_eq!(server.handle.live_addresses(), 0, "live addresses");

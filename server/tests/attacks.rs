@@ -2,7 +2,7 @@
 //! would: its resident memory and file descriptors (from /proc) and its /metrics.
 //!
 //! Each test is named for the attack it models and asserts that the server stays up, that
-//! other clients are unaffected, and that memory, descriptors and the registry return to
+//! other clients are unaffected, and that memory, descriptors and the directory of addresses return to
 //! where they were. Each fails against a server without the defence it checks (the
 //! comment on each says how that was shown). Sizes are kept modest for CI; the soak
 //! (`cargo xtask soak`) runs the same kinds of load for minutes.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use support::process::{Relay, rss_kib_of};
+use support::process::{self, Relay, rss_kib_of};
 use support::{Client, PATIENCE, deliver, hostile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,13 +58,15 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
 /// stalled connections stay open and `until_closed` fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
-    let relay = Relay::start(&["--handshake-timeout", "2"]);
-    let fds_before = relay.open_fds();
-    let rss_before = relay.rss_kib();
+    let relay = process::relay(&["--handshake-timeout", "2"]);
+    let fds_before = relay.process.open_fds().expect("descriptors");
+    let rss_before = relay.process.rss_kib().expect("RSS");
 
     let mut stalled = Vec::new();
     for _ in 0..200 {
-        let mut stream = TcpStream::connect(addr(&relay.url)).await.expect("connect");
+        let mut stream = TcpStream::connect(addr(relay.url()))
+            .await
+            .expect("connect");
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\n")
             .await
@@ -72,7 +74,7 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
         stalled.push(stream);
     }
     // While all 200 stall, a normal client is served.
-    let (a, b, _) = working_pair(&relay.url).await;
+    let (a, b, _) = working_pair(relay.url()).await;
 
     // The server closes each one (nothing else would: the test never does).
     for stream in &mut stalled {
@@ -81,14 +83,23 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
     drop(stalled);
 
     // After them, too; then everything is given back.
-    let (c, d, _) = working_pair(&relay.url).await;
+    let (c, d, _) = working_pair(relay.url()).await;
     for client in [a, b, c, d] {
         client.close().await;
     }
-    relay.wait_for_metric("compendium_connections_open", |n| n == 0.0);
-    assert_eq!(relay.metric("compendium_addresses_live"), 0.0);
+    relay
+        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
+        .expect("the metric settles");
+    assert_eq!(
+        relay.metric("compendium_addresses_live").expect("metric"),
+        0.0
+    );
     wait_for_fds(&relay, fds_before);
-    let grown = relay.rss_kib().saturating_sub(rss_before);
+    let grown = relay
+        .process
+        .rss_kib()
+        .expect("RSS")
+        .saturating_sub(rss_before);
     eprintln!("slowloris: RSS +{grown} KiB, descriptors back to {fds_before}");
     assert!(grown < 16 * MIB, "RSS grew by {grown} KiB");
 }
@@ -100,12 +111,12 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
 /// more than 100 MiB and there are no 503s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded() {
-    let relay = Relay::start(&["--max-queue", "256", "--max-queue-bytes", "4194304"]);
-    let rss_before = relay.rss_kib();
+    let relay = process::relay(&["--max-queue", "256", "--max-queue-bytes", "4194304"]);
+    let rss_before = relay.process.rss_kib().expect("RSS");
     // The target stays connected and is never read from again.
-    let (_, _target, target_addr) = working_pair(&relay.url).await;
+    let (_, _target, target_addr) = working_pair(relay.url()).await;
 
-    let (ws, _) = tokio_tungstenite::connect_async(relay.url.as_str())
+    let (ws, _) = tokio_tungstenite::connect_async(relay.url())
         .await
         .expect("connect");
     let (mut sink, mut stream) = ws.split();
@@ -129,7 +140,7 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
     // Sample the server's RSS while the flood runs: the peak is what must stay bounded.
     let flooding = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (flooding, pid) = (Arc::clone(&flooding), relay.process.child.id());
+        let (flooding, pid) = (Arc::clone(&flooding), relay.process.pid());
         std::thread::spawn(move || {
             let mut peak = 0;
             while flooding.load(Ordering::Relaxed) {
@@ -166,8 +177,13 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
     let grown = peak_rss.saturating_sub(rss_before);
     assert!(grown < 64 * MIB, "RSS grew by {grown} KiB during the flood");
     // Others are unaffected.
-    working_pair(&relay.url).await;
-    assert!(relay.metric("compendium_queue_full_refusals_total") >= unavailable as f64);
+    working_pair(relay.url()).await;
+    assert!(
+        relay
+            .metric("compendium_queue_full_refusals_total")
+            .expect("metric")
+            >= unavailable as f64
+    );
 }
 
 /// Connection flood: connections up to `--max-connections`, then 200 more attempts. Each
@@ -177,25 +193,34 @@ async fn flood_to_a_reader_that_never_reads_gets_503s_and_memory_stays_bounded()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_flood_beyond_max_connections_gets_http_503_and_existing_clients_work() {
     let max = 100;
-    let relay = Relay::start(&["--max-connections", &max.to_string()]);
-    let (mut a, mut b, b_addr) = working_pair(&relay.url).await;
+    let relay = process::relay(&["--max-connections", &max.to_string()]);
+    let (mut a, mut b, b_addr) = working_pair(relay.url()).await;
     let mut held = Vec::new();
     for _ in 2..max {
-        let mut client = Client::connect(&relay.url).await;
+        let mut client = Client::connect(relay.url()).await;
         client.init().await;
         held.push(client);
     }
-    relay.wait_for_metric("compendium_connections_open", |n| n == f64::from(max));
+    relay
+        .wait_for_metric("compendium_connections_open", |n| n == f64::from(max))
+        .expect("the metric settles");
 
     for _ in 0..200 {
-        let mut stream = TcpStream::connect(addr(&relay.url)).await.expect("connect");
-        let request = support::raw::handshake_request(addr(&relay.url));
+        let mut stream = TcpStream::connect(addr(relay.url()))
+            .await
+            .expect("connect");
+        let request = support::raw::handshake_request(addr(relay.url()));
         stream.write_all(request.as_bytes()).await.expect("write");
         let answer = until_closed(&mut stream).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     }
-    assert_eq!(relay.metric("compendium_handshakes_refused_total"), 200.0);
+    assert_eq!(
+        relay
+            .metric("compendium_handshakes_refused_total")
+            .expect("metric"),
+        200.0
+    );
 
     // The existing connections were not disturbed.
     a.route(&b_addr, r#"{"after":"flood"}"#).await;
@@ -203,11 +228,19 @@ async fn connection_flood_beyond_max_connections_gets_http_503_and_existing_clie
     for client in &mut held {
         client.sync().await;
     }
-    assert_eq!(relay.metric("compendium_connections_open"), f64::from(max));
+    assert_eq!(
+        relay.metric("compendium_connections_open").expect("metric"),
+        f64::from(max)
+    );
     drop(held);
     drop((a, b));
-    relay.wait_for_metric("compendium_connections_open", |n| n == 0.0);
-    assert_eq!(relay.metric("compendium_addresses_live"), 0.0);
+    relay
+        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
+        .expect("the metric settles");
+    assert_eq!(
+        relay.metric("compendium_addresses_live").expect("metric"),
+        0.0
+    );
 }
 
 /// Message flood against the rate limit: 500 ROUTEs as fast as possible with
@@ -216,9 +249,9 @@ async fn connection_flood_beyond_max_connections_gets_http_503_and_existing_clie
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_flood_over_the_rate_limit_gets_429s() {
     let rate = 50u64;
-    let relay = Relay::start(&["--max-msgs-per-sec", &rate.to_string()]);
-    let mut a = Client::connect(&relay.url).await;
-    let mut b = Client::connect(&relay.url).await;
+    let relay = process::relay(&["--max-msgs-per-sec", &rate.to_string()]);
+    let mut a = Client::connect(relay.url()).await;
+    let mut b = Client::connect(relay.url()).await;
     let b_addr = b.init().await;
     let started = Instant::now();
     let flood = 500u64;
@@ -232,12 +265,18 @@ async fn message_flood_over_the_rate_limit_gets_429s() {
     }
     a.ws.flush().await.expect("flush");
     // Every frame counted (500 from a, b's INIT): all have been acted on or refused.
-    relay.wait_for_metric("compendium_messages_received_total", |n| {
-        n >= (flood + 1) as f64
-    });
+    relay
+        .wait_for_metric("compendium_messages_received_total", |n| {
+            n >= (flood + 1) as f64
+        })
+        .expect("the metric settles");
     let elapsed = started.elapsed().as_secs_f64();
-    let limited = relay.counter(r#"compendium_errors_sent_total{code="429"}"#) as u64;
-    let routed = relay.metric("compendium_messages_routed_total") as u64;
+    let limited = relay
+        .counter(r#"compendium_errors_sent_total{code="429"}"#)
+        .expect("metrics") as u64;
+    let routed = relay
+        .metric("compendium_messages_routed_total")
+        .expect("metric") as u64;
     eprintln!("rate: {routed} delivered, {limited} got 429 in {elapsed:.2} s");
     assert_eq!(limited + routed, flood);
     // A bucket of `rate` tokens refilled at `rate` per second.
@@ -262,12 +301,12 @@ async fn message_flood_over_the_rate_limit_gets_429s() {
 /// when it ends (rule 3.10), `compendium_addresses_live` stays at 2,000 and the test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_2000_clients_in_waves_half_reset_leaves_nothing_behind() {
-    let relay = Relay::start(&[]);
-    let fds_before = relay.open_fds();
+    let relay = process::relay(&[]);
+    let fds_before = relay.process.open_fds().expect("descriptors");
     let mut rss_after_first_wave = 0;
     for wave in 0..10 {
         let clients = futures_util::future::join_all((0..200).map(|_| async {
-            let mut client = Client::connect(&relay.url).await;
+            let mut client = Client::connect(relay.url()).await;
             let address = client.init().await;
             (client, address)
         }))
@@ -295,21 +334,25 @@ async fn churn_2000_clients_in_waves_half_reset_leaves_nothing_behind() {
                 }
             });
         futures_util::future::join_all(closing).await;
-        relay.wait_for_metric("compendium_connections_open", |n| n == 0.0);
+        relay
+            .wait_for_metric("compendium_connections_open", |n| n == 0.0)
+            .expect("the metric settles");
         assert_eq!(
-            relay.metric("compendium_addresses_live"),
+            relay.metric("compendium_addresses_live").expect("metric"),
             0.0,
             "wave {wave}"
         );
         if wave == 0 {
-            rss_after_first_wave = relay.rss_kib();
+            rss_after_first_wave = relay.process.rss_kib().expect("RSS");
         }
     }
-    let closed = relay.metric(r#"compendium_connections_closed_total{reason="client_closed"}"#);
+    let closed = relay
+        .metric(r#"compendium_connections_closed_total{reason="client_closed"}"#)
+        .expect("metric");
     assert!(closed >= 1000.0, "{closed} closed politely");
     wait_for_fds(&relay, fds_before);
     assert_rss_near(&relay, rss_after_first_wave, "churn: the first of 10 waves");
-    working_pair(&relay.url).await;
+    working_pair(relay.url()).await;
 }
 
 /// Garbage and hostile JSON, over and over: every input attack of `adversarial.rs`
@@ -320,9 +363,9 @@ async fn churn_2000_clients_in_waves_half_reset_leaves_nothing_behind() {
 /// that failed to parse) grows by tens of MiB and fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
-    let relay = Relay::start(&[]);
-    let url = relay.url.as_str();
-    let fds_before = relay.open_fds();
+    let relay = process::relay(&[]);
+    let url = relay.url();
+    let fds_before = relay.process.open_fds().expect("descriptors");
     let (mut a, mut b, b_addr) = working_pair(url).await;
     let mut rss_after_first_round = 0;
     for round in 0..20 {
@@ -337,17 +380,24 @@ async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
         let mut client = Client::connect(url).await;
         hostile::send_hostile_json(&mut client).await;
         client.close().await;
-        relay.wait_for_metric("compendium_connections_open", |n| n == 2.0);
+        relay
+            .wait_for_metric("compendium_connections_open", |n| n == 2.0)
+            .expect("the metric settles");
         if round == 0 {
-            rss_after_first_round = relay.rss_kib();
+            rss_after_first_round = relay.process.rss_kib().expect("RSS");
         }
     }
     a.route(&b_addr, r#"{"after":"20 rounds"}"#).await;
     assert_eq!(b.recv_text().await, deliver(r#"{"after":"20 rounds"}"#));
     a.close().await;
     b.close().await;
-    relay.wait_for_metric("compendium_connections_open", |n| n == 0.0);
-    assert_eq!(relay.metric("compendium_addresses_live"), 0.0);
+    relay
+        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
+        .expect("the metric settles");
+    assert_eq!(
+        relay.metric("compendium_addresses_live").expect("metric"),
+        0.0
+    );
     wait_for_fds(&relay, fds_before);
     assert_rss_near(
         &relay,
@@ -359,7 +409,7 @@ async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
 /// RSS is within 8 MiB of `reference`, taken after the first `after` (by then the
 /// allocator holds its working set, so later growth is what the load left behind).
 fn assert_rss_near(relay: &Relay, reference: u64, after: &str) {
-    let rss = relay.rss_kib();
+    let rss = relay.process.rss_kib().expect("RSS");
     eprintln!("{after}: RSS {reference} KiB after it, {rss} KiB at the end");
     assert!(
         rss.saturating_sub(reference) < 8 * MIB,
@@ -370,11 +420,11 @@ fn assert_rss_near(relay: &Relay, reference: u64, after: &str) {
 /// Closed sockets leave the server's descriptor table shortly after the close is seen.
 fn wait_for_fds(relay: &Relay, expected: usize) {
     let deadline = Instant::now() + PATIENCE;
-    while relay.open_fds() > expected {
+    while relay.process.open_fds().expect("descriptors") > expected {
         assert!(
             Instant::now() < deadline,
             "{} descriptors open, {expected} before",
-            relay.open_fds()
+            relay.process.open_fds().expect("descriptors")
         );
         std::thread::sleep(Duration::from_millis(20));
     }

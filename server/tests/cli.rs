@@ -4,7 +4,8 @@ mod support;
 
 use std::process::Command;
 
-use support::process::{Running, server};
+use compendium_harness::{PATIENCE, Relay};
+use support::process::{bin, server};
 
 /// Connect, INIT, and return the INITRESP text.
 fn init_over(url: &str) -> String {
@@ -99,54 +100,85 @@ fn an_unusable_setting_or_busy_port_exits_1_with_the_reason() {
 
 #[test]
 fn serves_then_exits_0_on_sigterm() {
-    let mut command = server();
-    command.args(["--listen", "127.0.0.1:0"]);
-    let mut running = Running::spawn(command);
-    let url = running.url();
+    let mut relay = Relay::start(Relay::command(bin())).expect("starts");
+    let url = relay.url().to_owned();
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     assert!(init_over(&url).starts_with(r#"{"type":"INITRESP","EpheWssAddr":""#));
-    assert_eq!(running.terminate(), Some(0));
-    running.wait_for_line("SIGTERM received");
-    running.wait_for_line("stopped");
+    let status = relay.process.terminate().expect("SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    relay
+        .process
+        .wait_for_line("SIGTERM received", PATIENCE)
+        .expect("logged");
+    relay
+        .process
+        .wait_for_line("stopped", PATIENCE)
+        .expect("logged");
 }
 
 #[test]
 fn accept_errors_are_logged_and_the_accept_loop_keeps_running() {
     // Out of file descriptors (EMFILE) is the classic accept error of a busy relay.
+    let relay = Relay::command(bin());
+    let args: Vec<String> = relay
+        .get_args()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
     let mut command = Command::new("sh");
-    command.env_remove("RUST_LOG").args([
+    command.env("RUST_LOG", "info").args([
         "-c",
         &format!(
-            "ulimit -n 40 && exec '{}' --listen 127.0.0.1:0 --handshake-timeout 0.3",
-            env!("CARGO_BIN_EXE_compendium-server")
+            "ulimit -n 40 && exec '{}' {} --handshake-timeout 0.3",
+            bin().display(),
+            args.join(" ")
         ),
     ]);
-    let mut running = Running::spawn(command);
-    let url = running.url();
+    let mut relay = Relay::start(command).expect("starts");
+    let url = relay.url().to_owned();
     let addr = url.trim_start_matches("ws://").to_owned();
     let hogs: Vec<std::net::TcpStream> = (0..60)
         .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
         .collect();
-    running.wait_for_line("accept failed; retrying");
+    relay
+        .process
+        .wait_for_line("accept failed; retrying", PATIENCE)
+        .expect("logged");
     drop(hogs);
     // Once the stalled handshakes time out, descriptors are free and service resumes.
     assert!(init_over(&url).starts_with(r#"{"type":"INITRESP""#));
-    assert_eq!(running.terminate(), Some(0));
+    assert_eq!(relay.process.terminate().expect("SIGTERM").code(), Some(0));
 }
 
+/// The readiness event is one JSON log line that tools read (docs/operations.md).
 #[test]
-fn json_logs_are_one_object_per_line() {
-    let mut command = server();
-    command.args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
-    let mut running = Running::spawn(command);
-    let line = running.wait_for_line("listening on");
-    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    assert_eq!(event["level"], "INFO", "{line}");
+fn json_logs_are_one_object_per_line_and_ready_is_announced_once_bound() {
+    let mut relay = Relay::start(Relay::command(bin())).expect("starts");
+    let metrics = relay.ready.metrics.clone().expect("metrics address");
     assert!(
-        event["fields"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("listening on ws://127.0.0.1:")),
-        "{line}"
+        relay.url().starts_with("ws://127.0.0.1:"),
+        "{:?}",
+        relay.ready
     );
-    assert_eq!(running.terminate(), Some(0));
+    for line in relay.process.lines().to_vec() {
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if event["fields"]["event"] == "ready" {
+            assert_eq!(event["level"], "INFO", "{line}");
+            assert_eq!(event["fields"]["listen"], relay.url(), "{line}");
+            assert_eq!(event["fields"]["metrics"], metrics, "{line}");
+            assert!(
+                event["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("listening on ws://127.0.0.1:")),
+                "{line}"
+            );
+        }
+    }
+    // Bound means serving: the metrics endpoint answers at once.
+    assert!(
+        relay
+            .metric("compendium_connections_open")
+            .expect("metrics")
+            == 0.0
+    );
+    assert_eq!(relay.process.terminate().expect("SIGTERM").code(), Some(0));
 }

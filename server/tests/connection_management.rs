@@ -156,5 +156,10 @@ async fn rule_4_4_after_shutdown_no_new_connection_is_accepted() {
     let server = TestServer::default().await;
     let url = server.url.clone();
     server.stop().await;
-    assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Io(err)) => {
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        }
+        other => panic!("expected the connection to be refused, got {other:?}"),
+    }
 }

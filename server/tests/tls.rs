@@ -94,7 +94,19 @@ async fn a_plain_ws_client_cannot_talk_to_a_tls_listener() {
     let mut config = Config::ephemeral();
     config.tls = Some(ca.files.clone());
     let server = TestServer::start(config).await;
-    assert!(tokio_tungstenite::connect_async(&server.url).await.is_err());
+    let err = tokio_tungstenite::connect_async(&server.url)
+        .await
+        .expect_err("a TLS listener does not speak plain HTTP");
+    // What comes back is a TLS alert, which is not an HTTP response.
+    assert!(
+        matches!(
+            err,
+            tokio_tungstenite::tungstenite::Error::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::HttparseError(_)
+            )
+        ),
+        "{err:?}"
+    );
     server.stop().await;
 }
 

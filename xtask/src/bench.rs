@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::process::{Running, build_release};
+use compendium_conformance::load::{IdleReport, LoadReport};
+use compendium_harness::Relay;
+
+use crate::process::build_release;
 use crate::project_root;
 use crate::report::{machine, replace_readme_section, today};
 
@@ -143,15 +146,11 @@ pub(crate) fn run(quick: bool) -> Result<()> {
                     workload.name,
                     server.label(),
                     rep + 1,
-                    result["msgs_per_sec"].as_f64().unwrap_or_default(),
-                    result["latency_us"]["p99"],
-                    if result["valid"] == true {
-                        ""
-                    } else {
-                        "  INVALID"
-                    }
+                    result.load.msgs_per_sec,
+                    result.load.latency_us.p99,
+                    if result.load.valid { "" } else { "  INVALID" }
                 );
-                runs.push(json!({"workload": workload.name, "server": server.label(), "rep": rep + 1, "result": result}));
+                runs.push(json!({"workload": workload.name, "server": server.label(), "rep": rep + 1, "result": result.to_json()?}));
             }
         }
     }
@@ -228,20 +227,16 @@ pub(crate) fn redraw(results: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start(bin: &Path, server: Server) -> Result<Running> {
+fn start(bin: &Path, server: Server) -> Result<Relay> {
     let command = match server {
         Server::Baseline => {
             let mut c = Command::new(bin.join("examples/bare_relay"));
             c.arg("127.0.0.1:0");
             c
         }
-        Server::Ours => {
-            let mut c = Command::new(bin.join("compendium-server"));
-            c.args(["--listen", "127.0.0.1:0"]).env("RUST_LOG", "info");
-            c
-        }
+        Server::Ours => Relay::command(&bin.join("compendium-server")),
     };
-    Running::start(command)
+    Relay::start(command)
 }
 
 fn load_command(bin: &Path, url: &str) -> Command {
@@ -250,9 +245,24 @@ fn load_command(bin: &Path, url: &str) -> Command {
     command
 }
 
-fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result<Value> {
+/// One throughput run: what the load generator reported, and the server's RSS after it.
+struct Throughput {
+    load: LoadReport,
+    server_rss_kib: u64,
+}
+
+impl Throughput {
+    /// As stored in the results file: the load report plus `server_rss_kib`.
+    fn to_json(&self) -> Result<Value> {
+        let mut value = serde_json::to_value(&self.load)?;
+        value["server_rss_kib"] = json!(self.server_rss_kib);
+        Ok(value)
+    }
+}
+
+fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result<Throughput> {
     let running = start(bin, server)?;
-    let output = load_command(bin, &running.url)
+    let output = load_command(bin, running.url())
         .args([
             "--pairs",
             &w.pairs.to_string(),
@@ -264,16 +274,18 @@ fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result
         .args(["--mode", w.mode, "--window", &w.window.to_string()])
         .output()
         .context("running the load generator")?;
-    let mut result: Value = serde_json::from_slice(&output.stdout)
+    let load: LoadReport = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("load output: {}", String::from_utf8_lossy(&output.stderr)))?;
-    result["server_rss_kib"] = json!(running.rss_kib().unwrap_or(0));
-    Ok(result)
+    Ok(Throughput {
+        load,
+        server_rss_kib: running.process.rss_kib().unwrap_or(0),
+    })
 }
 
 fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
     let running = start(bin, server)?;
-    let empty = running.rss_kib()?;
-    let mut load = load_command(bin, &running.url)
+    let empty = running.process.rss_kib()?;
+    let mut load = load_command(bin, running.url())
         .args(["--idle", &count.to_string(), "--secs", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -282,19 +294,18 @@ fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
     let stdout = load.stdout.take().context("load stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let held: Value =
+    let held: IdleReport =
         serde_json::from_str(&line).with_context(|| format!("idle output: {line:?}"))?;
-    let loaded = running.rss_kib()?;
+    let loaded = running.process.rss_kib()?;
     let _ = load.kill();
     let _ = load.wait();
-    let opened = held["opened"].as_u64().unwrap_or(0);
-    let per = if opened > 0 {
-        (loaded.saturating_sub(empty)) as f64 / opened as f64
+    let per = if held.opened > 0 {
+        (loaded.saturating_sub(empty)) as f64 / held.opened as f64
     } else {
         f64::NAN
     };
     Ok(
-        json!({"connections": count, "opened": opened, "failed": held["failed"], "rss_empty_kib": empty, "rss_loaded_kib": loaded, "kib_per_connection": per}),
+        json!({"connections": count, "opened": held.opened, "failed": held.failed, "rss_empty_kib": empty, "rss_loaded_kib": loaded, "kib_per_connection": per}),
     )
 }
 

@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;
-use serde_json::Value;
 
-use crate::process::{Running, build_release, sample};
+use compendium_conformance::load::LoadReport;
+use compendium_harness::{Relay, sample};
+
+use crate::process::build_release;
 use crate::report::{machine, replace_readme_section, today};
 
 const README_START: &str = "<!-- soak:start (written by `cargo xtask soak`) -->";
@@ -54,17 +56,19 @@ const CSV_HEADER: &str =
     "secs,rss_kib,fds,connections_open,addresses_live,messages_received,messages_routed,errors_400";
 
 impl Sample {
-    fn take(server: &Running, started: Instant) -> Result<Self> {
+    fn take(server: &Relay, started: Instant) -> Result<Self> {
         let metrics = server.metrics_text()?;
+        // A labelled counter not yet touched is absent: 0.
+        let value = |name: &str| sample(&metrics, name).unwrap_or(0.0);
         Ok(Self {
             secs: started.elapsed().as_secs_f64(),
-            rss_kib: server.rss_kib()?,
-            fds: server.open_fds()?,
-            connections: sample(&metrics, "compendium_connections_open"),
-            addresses: sample(&metrics, "compendium_addresses_live"),
-            received: sample(&metrics, "compendium_messages_received_total"),
-            routed: sample(&metrics, "compendium_messages_routed_total"),
-            invalid: sample(&metrics, r#"compendium_errors_sent_total{code="400"}"#),
+            rss_kib: server.process.rss_kib()?,
+            fds: server.process.open_fds()?,
+            connections: value("compendium_connections_open"),
+            addresses: value("compendium_addresses_live"),
+            received: value("compendium_messages_received_total"),
+            routed: value("compendium_messages_routed_total"),
+            invalid: value(r#"compendium_errors_sent_total{code="400"}"#),
         })
     }
 
@@ -92,21 +96,21 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     let root = crate::project_root();
     build_release(&root)?;
     let bin = root.join("target/release");
-    let mut command = Command::new(bin.join("compendium-server"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info");
-    let server = Running::start(command)?;
+    let server = Relay::start(Relay::command(&bin.join("compendium-server")))?;
     let started = Instant::now();
     let idle = Sample::take(&server, started)?;
     let secs = options.minutes * 60.0;
     println!(
         "soak: {:.1} min against {} ({} pingpong pairs, {} churn clients), sampling every {} s",
-        options.minutes, server.url, options.pairs, options.churn, options.sample_secs
+        options.minutes,
+        server.url(),
+        options.pairs,
+        options.churn,
+        options.sample_secs
     );
 
     let mut load = Command::new(bin.join("compendium-conformance"))
-        .args(["load", "--url", &server.url, "--json"])
+        .args(["load", "--url", server.url(), "--json"])
         .args(["--pairs", &options.pairs.to_string(), "--size", "256"])
         .args(["--secs", &secs.to_string()])
         .args(["--churn", &options.churn.to_string()])
@@ -138,7 +142,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     let output = load
         .wait_with_output()
         .context("waiting for the load generator")?;
-    let report: Value = serde_json::from_slice(&output.stdout)
+    let report: LoadReport = serde_json::from_slice(&output.stdout)
         .map_err(|e| anyhow!("the load generator printed no report ({e})"))?;
 
     // After the load: everything it held must be given back.
@@ -199,7 +203,7 @@ fn judge(
     samples: &[Sample],
     idle: &Sample,
     after: &Sample,
-    report: &Value,
+    report: &LoadReport,
 ) -> Vec<Verdict> {
     let warm = warmup_secs(options);
     // The samples taken under load after the warm-up (not the idle or final ones).
@@ -220,9 +224,9 @@ fn judge(
     // A sample can land while any churn client holds a connection, or not.
     let fds_tolerance = options.churn as f64 + 2.0;
 
-    let messages = report["messages"].as_f64().unwrap_or(0.0);
-    let cycles = report["churn_cycles"].as_f64().unwrap_or(0.0);
-    let valid = report["valid"].as_bool().unwrap_or(false);
+    let messages = report.messages as f64;
+    let cycles = report.churn_cycles as f64;
+    let valid = report.valid;
     vec![
         Verdict {
             what: "enough samples after the warm-up",
@@ -252,9 +256,10 @@ fn judge(
         Verdict {
             what: "nothing lost, reordered or changed",
             ok: valid && messages > 0.0 && (options.churn == 0 || cycles > 0.0),
-            detail: match report["problems"].as_array() {
-                Some(p) if !p.is_empty() => format!("problems: {}", report["problems"]),
-                _ => format!("{messages} pingpong messages and {cycles} churn cycles verified"),
+            detail: if report.problems.is_empty() {
+                format!("{messages} pingpong messages and {cycles} churn cycles verified")
+            } else {
+                format!("problems: {}", report.problems.join("; "))
             },
         },
         Verdict {
@@ -280,7 +285,7 @@ fn write_results(
     root: &Path,
     options: &Options,
     samples: &[Sample],
-    report: &Value,
+    report: &LoadReport,
     verdicts: &[Verdict],
 ) -> Result<()> {
     let date = today()?;
@@ -321,7 +326,7 @@ fn write_results(
     );
     md.push_str(&format!(
         "- Load: {} messages verified ({:.0} msgs/s, p99 {} µs), {} churn cycles (each: connect, INIT, an invalid message, a self-route, leave; half with a TCP reset).\n",
-        report["messages"], report["msgs_per_sec"].as_f64().unwrap_or(0.0), report["latency_us"]["p99"], report["churn_cycles"]
+        report.messages, report.msgs_per_sec, report.latency_us.p99, report.churn_cycles
     ));
     md.push_str(&format!(
         "- Server RSS: {} KiB idle, peak {peak} KiB under load, {} KiB after; descriptors {} idle, {} after.\n\n",

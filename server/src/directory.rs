@@ -1,9 +1,10 @@
-//! The address registry: which live address belongs to which connection's mailbox.
+//! The directory of live addresses: which address belongs to which connection's mailbox,
+//! on this node.
 //!
-//! This is the one seam between the relay's rules and where connections live. Everything
-//! the relay needs from it is three operations — [`Registry::claim`], [`Registry::release`]
-//! and [`Registry::deliver`] — so a multi-node registry (e.g. over NATS) can replace this
-//! in-memory one without touching the rules or the connection tasks.
+//! Everything the relay's rules need from it is three operations — [`Directory::claim`],
+//! [`Directory::release`] and [`Directory::deliver`]. In cluster mode it still holds only
+//! this node's addresses: an address says which node holds it, so no node needs another's
+//! directory.
 //!
 //! It is sharded by address so that connections on different cores rarely meet on a lock,
 //! and no lock is ever held across an `.await` (the methods are synchronous).
@@ -39,15 +40,15 @@ pub(crate) enum Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ConnId(pub(crate) u64);
 
-/// What happened to a frame handed to [`Registry::deliver`].
+/// What happened to a frame handed to [`Directory::deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
     /// Queued for the target connection.
     Queued,
-    /// No live connection holds the address.
+    /// No live connection holds the address (or its connection is closing).
     NotFound,
-    /// The target's queue refused it.
-    Refused(Refusal),
+    /// The target's queue is full.
+    Full,
 }
 
 const SHARDS: usize = 64;
@@ -59,13 +60,13 @@ struct Holder<M> {
 
 type Shard<M> = Mutex<HashMap<Address, Holder<M>>>;
 
-/// The in-memory registry of live addresses.
-pub(crate) struct Registry<M> {
+/// The live addresses of this node's connections, in memory.
+pub(crate) struct Directory<M> {
     shards: Box<[Shard<M>]>,
     live: AtomicUsize,
 }
 
-impl<M: Mailbox> Registry<M> {
+impl<M: Mailbox> Directory<M> {
     pub(crate) fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -115,7 +116,7 @@ impl<M: Mailbox> Registry<M> {
             Some(holder) => match holder.mailbox.try_push(frame) {
                 Ok(()) => Delivery::Queued,
                 Err(Refusal::Gone) => Delivery::NotFound,
-                Err(refusal) => Delivery::Refused(refusal),
+                Err(Refusal::Full) => Delivery::Full,
             },
         }
     }
