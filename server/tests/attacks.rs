@@ -87,13 +87,7 @@ async fn slowloris_200_half_handshakes_are_cut_off_while_others_are_served() {
     for client in [a, b, c, d] {
         client.close().await;
     }
-    relay
-        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
-        .expect("the metric settles");
-    assert_eq!(
-        relay.metric("compendium_addresses_live").expect("metric"),
-        0.0
-    );
+    assert_nothing_live(&relay);
     wait_for_fds(&relay, fds_before);
     let grown = relay
         .process
@@ -234,13 +228,7 @@ async fn connection_flood_beyond_max_connections_gets_http_503_and_existing_clie
     );
     drop(held);
     drop((a, b));
-    relay
-        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
-        .expect("the metric settles");
-    assert_eq!(
-        relay.metric("compendium_addresses_live").expect("metric"),
-        0.0
-    );
+    assert_nothing_live(&relay);
 }
 
 /// Message flood against the rate limit: 500 ROUTEs as fast as possible with
@@ -334,14 +322,7 @@ async fn churn_2000_clients_in_waves_half_reset_leaves_nothing_behind() {
                 }
             });
         futures_util::future::join_all(closing).await;
-        relay
-            .wait_for_metric("compendium_connections_open", |n| n == 0.0)
-            .expect("the metric settles");
-        assert_eq!(
-            relay.metric("compendium_addresses_live").expect("metric"),
-            0.0,
-            "wave {wave}"
-        );
+        assert_nothing_live(&relay);
         if wave == 0 {
             rss_after_first_wave = relay.process.rss_kib().expect("RSS");
         }
@@ -391,13 +372,7 @@ async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
     assert_eq!(b.recv_text().await, deliver(r#"{"after":"20 rounds"}"#));
     a.close().await;
     b.close().await;
-    relay
-        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
-        .expect("the metric settles");
-    assert_eq!(
-        relay.metric("compendium_addresses_live").expect("metric"),
-        0.0
-    );
+    assert_nothing_live(&relay);
     wait_for_fds(&relay, fds_before);
     assert_rss_near(
         &relay,
@@ -408,6 +383,18 @@ async fn garbage_and_hostile_json_over_and_over_leave_nothing_behind() {
 
 /// RSS is within 8 MiB of `reference`, taken after the first `after` (by then the
 /// allocator holds its working set, so later growth is what the load left behind).
+/// Every connection has ended and no address is live: the relay holds nothing for anyone.
+fn assert_nothing_live(relay: &Relay) {
+    relay
+        .wait_for_metric("compendium_connections_open", |n| n == 0.0)
+        .expect("every connection ends");
+    assert_eq!(
+        relay.metric("compendium_addresses_live").expect("metric"),
+        0.0,
+        "no address outlives its connection"
+    );
+}
+
 fn assert_rss_near(relay: &Relay, reference: u64, after: &str) {
     let rss = relay.process.rss_kib().expect("RSS");
     eprintln!("{after}: RSS {reference} KiB after it, {rss} KiB at the end");

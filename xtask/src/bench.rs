@@ -4,7 +4,7 @@
 //! Both servers are built in release mode. Every workload runs A/B/A/B… (baseline, ours)
 //! with a fresh server process per run; idle-connection memory is the server's RSS (from
 //! /proc) with N connections open minus its RSS when empty. Writes
-//! `bench/results/<date>.{json,md,svg}` and the README's performance section.
+//! `bench/results/<date>.{json,md,svg}` and the results section of docs/performance.md.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,7 +18,7 @@ use compendium_harness::Relay;
 
 use crate::process::build_release;
 use crate::project_root;
-use crate::report::{machine, replace_readme_section, today};
+use crate::report::{PERFORMANCE_DOC, machine, replace_section, today};
 
 /// One row of the matrix.
 struct Workload {
@@ -210,8 +210,8 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     println!("{table}");
     println!("wrote bench/results/{stem}.json, .md, .svg");
     if !plan.quick {
-        update_readme(&root, &table, &format!("bench/results/{stem}.svg"))?;
-        println!("updated the README's performance section");
+        update_doc(&root, &table, &format!("../bench/results/{stem}.svg"))?;
+        println!("updated the results section of {PERFORMANCE_DOC}");
     }
     Ok(())
 }
@@ -433,12 +433,12 @@ fn markdown(report: &Value) -> String {
     out
 }
 
-const README_START: &str = "<!-- bench:start (written by `cargo xtask bench`) -->";
-const README_END: &str = "<!-- bench:end -->";
+const DOC_START: &str = "<!-- bench:start (written by `cargo xtask bench`) -->";
+const DOC_END: &str = "<!-- bench:end -->";
 
-fn update_readme(root: &Path, table: &str, svg: &str) -> Result<()> {
+fn update_doc(root: &Path, table: &str, svg: &str) -> Result<()> {
     let section = format!(
         "{table}\n![throughput, p99 and memory: compendium-server vs the bare baseline]({svg})\n"
     );
-    replace_readme_section(root, README_START, README_END, &section)
+    replace_section(root, PERFORMANCE_DOC, DOC_START, DOC_END, &section)
 }

@@ -1,5 +1,5 @@
 //! The dependency policy, as a test: no crate in two semver-incompatible versions unless
-//! it is listed here with the reason (README, "Architecture").
+//! it is listed here with the reason (docs/dependencies.md).
 
 /// Crates allowed in more than one incompatible version, and why.
 const ALLOWED_DUPLICATES: &[(&str, &str)] = &[

@@ -59,9 +59,10 @@ enum Command {
     CheckSchemaGrowth,
     /// Benchmark compendium-server against the bare baseline relay (release builds, A/B
     /// alternating, medians, RSS from /proc) and write bench/results/<date>.{json,md,svg}
-    /// plus the README's performance section. Takes a few minutes; --quick < 2 minutes.
+    /// plus the results section of docs/performance.md. Takes a few minutes; --quick < 2
+    /// minutes.
     Bench {
-        /// Shorter runs, one repetition, smaller idle test; does not touch the README.
+        /// Shorter runs, one repetition, smaller idle test; does not touch docs/performance.md.
         #[arg(long)]
         quick: bool,
         /// Measure nothing: redraw the chart of an existing results file (its .svg).
@@ -86,7 +87,7 @@ enum Command {
     /// clients that connect, INIT, send an invalid message, route to themselves and leave,
     /// half with a TCP reset) against a release compendium-server for MINUTES, sampling
     /// its RSS, open descriptors and /metrics. Writes bench/soak/<date>.{csv,md,svg} (and
-    /// the README's soak section for runs of 10 minutes or more). Fails if RSS or
+    /// the soak section of docs/performance.md for runs of 10 minutes or more). Fails if RSS or
     /// descriptors trend upward after the warm-up, if any message is lost, reordered or
     /// changed, or if connections, addresses or descriptors are not given back at the end.
     Soak {

@@ -1,5 +1,5 @@
 //! What every measuring chore stamps on its results: the date, the machine, and the
-//! README section it owns.
+//! section of docs/performance.md it owns.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,20 +25,24 @@ pub(crate) fn machine() -> Value {
     json!({"cpus": format!("{cpus} CPUs"), "kernel": kernel})
 }
 
-/// Replace what lies between the `start` and `end` marker lines of README.md (the start
-/// marker is kept) with `content`.
-pub(crate) fn replace_readme_section(
+/// The document the measuring chores write their summaries into.
+pub(crate) const PERFORMANCE_DOC: &str = "docs/performance.md";
+
+/// Replace what lies between the `start` and `end` marker lines of `doc` (relative to the
+/// repository root; the start marker is kept) with `content`.
+pub(crate) fn replace_section(
     root: &Path,
+    doc: &str,
     start: &str,
     end: &str,
     content: &str,
 ) -> Result<()> {
-    let path = root.join("README.md");
-    let readme = std::fs::read_to_string(&path).context("reading README.md")?;
-    let (Some(from), Some(to)) = (readme.find(start), readme.find(end)) else {
-        bail!("README.md has no {start} … {end} section");
+    let path = root.join(doc);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {doc}"))?;
+    let (Some(from), Some(to)) = (text.find(start), text.find(end)) else {
+        bail!("{doc} has no {start} … {end} section");
     };
-    let updated = format!("{}{start}\n{content}{}", &readme[..from], &readme[to..]);
-    std::fs::write(&path, updated).context("writing README.md")?;
+    let updated = format!("{}{start}\n{content}{}", &text[..from], &text[to..]);
+    std::fs::write(&path, updated).with_context(|| format!("writing {doc}"))?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! invalid message, route to themselves and leave (half with a TCP reset). Every few
 //! seconds the server's RSS and open descriptors (from /proc) and its /metrics are
 //! sampled. Writes `bench/soak/<date>.{csv,md,svg}`; a run of 10 minutes or more also
-//! writes the README's soak section.
+//! writes the soak section of docs/performance.md.
 //!
 //! Verdicts (all must hold): after the warm-up, neither RSS nor descriptors trend upward
 //! (least-squares slope over the rest of the run, extrapolated across it, within a
@@ -26,10 +26,10 @@ use compendium_conformance::load::LoadReport;
 use compendium_harness::{Relay, sample};
 
 use crate::process::build_release;
-use crate::report::{machine, replace_readme_section, today};
+use crate::report::{PERFORMANCE_DOC, machine, replace_section, today};
 
-const README_START: &str = "<!-- soak:start (written by `cargo xtask soak`) -->";
-const README_END: &str = "<!-- soak:end -->";
+const DOC_START: &str = "<!-- soak:start (written by `cargo xtask soak`) -->";
+const DOC_END: &str = "<!-- soak:end -->";
 
 /// What to run.
 pub(crate) struct Options {
@@ -316,7 +316,7 @@ fn write_results(
     let (first, last) = (samples[0], samples[samples.len() - 1]);
     let mut md = format!(
         "Soak of {date} on \"{}\" ({}): {:.0} min, {} pingpong pairs of 256 B + {} churn clients, \
-         a sample every {} s ([CSV](bench/soak/{stem}.csv)).\n\n",
+         a sample every {} s ([CSV]({stem}.csv)).\n\n",
         machine["cpus"].as_str().unwrap_or(""),
         machine["kernel"].as_str().unwrap_or(""),
         options.minutes,
@@ -344,11 +344,16 @@ fn write_results(
     std::fs::write(dir.join(format!("{stem}.md")), &md)?;
     println!("\n{md}\nwrote bench/soak/{stem}.csv, .md, .svg");
     if documented {
-        let section = format!(
-            "{md}\n![RSS, open descriptors and connections during the soak](bench/soak/{stem}.svg)\n"
+        // docs/performance.md links to the files from one folder further away.
+        let md = md.replace(
+            &format!("({stem}.csv)"),
+            &format!("(../bench/soak/{stem}.csv)"),
         );
-        replace_readme_section(root, README_START, README_END, &section)?;
-        println!("updated the README's soak section");
+        let section = format!(
+            "{md}\n![RSS, open descriptors and connections during the soak](../bench/soak/{stem}.svg)\n"
+        );
+        replace_section(root, PERFORMANCE_DOC, DOC_START, DOC_END, &section)?;
+        println!("updated the soak section of {PERFORMANCE_DOC}");
     }
     Ok(())
 }
