@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use compendium_client::ClientBuilder;
@@ -48,8 +50,10 @@ pub struct Case {
 /// What a code case is given.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    /// The relay under test.
-    pub url: String,
+    /// The relay under test: one URL per node.
+    pub urls: Vec<String>,
+    /// Which node the next connection goes to.
+    pub next: Arc<AtomicUsize>,
     /// TLS trust and connect timeouts for every connection.
     pub client: ClientBuilder,
     /// How long to wait for any one expected frame.
@@ -68,6 +72,22 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Why (expected vs actual on failure; what was observed otherwise).
     pub detail: Option<String>,
+}
+
+impl Ctx {
+    /// The URL for the next connection: the nodes in turn, so that a case's connections
+    /// are spread over a cluster as a session's actors are.
+    #[must_use]
+    pub fn next_url(&self) -> &str {
+        let at = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.urls[at % self.urls.len().max(1)]
+    }
+
+    /// The first node's URL, for cases about one node's own limits and timers.
+    #[must_use]
+    pub fn first_url(&self) -> &str {
+        self.urls.first().map_or("", String::as_str)
+    }
 }
 
 impl Outcome {

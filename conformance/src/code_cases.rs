@@ -191,9 +191,10 @@ pub fn all() -> Vec<Case> {
 }
 
 async fn connect(ctx: &Ctx) -> Result<Peer, String> {
-    Peer::connect(&ctx.url, &ctx.client)
+    let url = ctx.next_url();
+    Peer::connect(url, &ctx.client)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", ctx.url))
+        .map_err(|e| format!("cannot connect to {url}: {e}"))
 }
 
 async fn init(peer: &mut Peer, ctx: &Ctx) -> Result<String, String> {
@@ -388,7 +389,7 @@ async fn oversized(ctx: Ctx) -> Outcome {
         // leave the write blocked forever.
         let socket = ctx
             .client
-            .connect_raw(&ctx.url)
+            .connect_raw(ctx.next_url())
             .await
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = socket.split();
@@ -754,7 +755,7 @@ async fn server_pings(ctx: Ctx) -> Outcome {
     let run = async {
         let socket = ctx
             .client
-            .connect_raw(&ctx.url)
+            .connect_raw(ctx.next_url())
             .await
             .map_err(|e| e.to_string())?;
         let (_sink, mut stream) = socket.split();
@@ -778,7 +779,7 @@ async fn server_pings(ctx: Ctx) -> Outcome {
 /// A plain TCP connection to the relay's host (raw-TCP cases need a `ws://` URL).
 async fn raw_tcp(ctx: &Ctx) -> Result<(tokio::net::TcpStream, String), Outcome> {
     let Some(host) = ctx
-        .url
+        .first_url()
         .strip_prefix("ws://")
         .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
     else {
@@ -860,30 +861,31 @@ async fn connection_limit(ctx: Ctx) -> Outcome {
             "needs --max-connections (the relay's stated limit)",
         );
     };
-    let run = async {
-        let mut open = Vec::with_capacity(limit);
-        for i in 0..limit {
-            open.push(
-                connect(&ctx)
-                    .await
-                    .map_err(|e| format!("connection {} of {limit} failed: {e}", i + 1))?,
-            );
-        }
-        match ctx.client.connect_raw(&ctx.url).await {
-            Ok(_) => {
-                return Err(format!(
-                    "connection {} (beyond the limit of {limit}) was accepted",
-                    limit + 1
-                ));
+    let run =
+        async {
+            let mut open = Vec::with_capacity(limit);
+            // The limit is one node's: every connection goes to the first.
+            let url = ctx.first_url();
+            for i in 0..limit {
+                open.push(Peer::connect(url, &ctx.client).await.map_err(|e| {
+                    format!("connection {} of {limit} to {url} failed: {e}", i + 1)
+                })?);
             }
-            Err(compendium_client::Error::Connect(e)) if e.http_status() == Some(503) => {}
-            Err(e) => return Err(format!("expected HTTP 503 beyond the limit, got: {e}")),
-        }
-        let mut first = open.swap_remove(0);
-        init(&mut first, &ctx)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("an existing connection broke: {e}"))
-    };
+            match ctx.client.connect_raw(ctx.first_url()).await {
+                Ok(_) => {
+                    return Err(format!(
+                        "connection {} (beyond the limit of {limit}) was accepted",
+                        limit + 1
+                    ));
+                }
+                Err(compendium_client::Error::Connect(e)) if e.http_status() == Some(503) => {}
+                Err(e) => return Err(format!("expected HTTP 503 beyond the limit, got: {e}")),
+            }
+            let mut first = open.swap_remove(0);
+            init(&mut first, &ctx)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("an existing connection broke: {e}"))
+        };
     run.await.into()
 }

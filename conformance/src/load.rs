@@ -39,8 +39,9 @@ pub enum Mode {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// The relay.
-    pub url: String,
+    /// The relay: one URL, or one per node of a cluster. Each pair's two ends go to
+    /// different nodes (pair i: nodes i and i+1), so every message crosses the cluster.
+    pub urls: Vec<String>,
     /// Client pairs.
     pub pairs: usize,
     /// Size of each msg in bytes.
@@ -218,10 +219,14 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
         Mode::Pingpong => 1,
         Mode::Flood => options.window.max(1),
     };
+    if options.urls.is_empty() {
+        return Err("no relay URL".into());
+    }
+    let node = |i: usize| options.urls[i % options.urls.len()].as_str();
     let mut ends = Vec::with_capacity(options.pairs * 2);
-    for _ in 0..options.pairs {
-        ends.push(open(&options.url, &options.client).await?);
-        ends.push(open(&options.url, &options.client).await?);
+    for pair in 0..options.pairs {
+        ends.push(open(node(pair), &options.client).await?);
+        ends.push(open(node(pair + 1), &options.client).await?);
     }
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -345,10 +350,10 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
         }));
     }
     let churners: Vec<_> = (0..options.churn)
-        .map(|_| {
+        .map(|i| {
             let (shared, url, client) = (
                 Arc::clone(&shared),
-                options.url.clone(),
+                node(i).to_owned(),
                 options.client.clone(),
             );
             tokio::spawn(async move { churn(&shared, &url, &client).await })
@@ -470,17 +475,18 @@ async fn churn(shared: &Shared, url: &str, client: &ClientBuilder) -> u64 {
     cycles
 }
 
-/// Open `count` connections that have each done INIT (256 handshakes at a time): the
-/// sockets that opened, and why the others did not.
+/// Open `count` connections that have each done INIT (256 handshakes at a time), spread over
+/// `urls` in turn: the sockets that opened, and why the others did not.
 pub async fn open_idle(
-    url: &str,
+    urls: &[String],
     client: &ClientBuilder,
     count: usize,
 ) -> (Vec<RawSocket>, Vec<String>) {
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        let (limit, url, client) = (Arc::clone(&limit), url.to_owned(), client.clone());
+    for i in 0..count {
+        let url = urls.get(i % urls.len().max(1)).cloned().unwrap_or_default();
+        let (limit, client) = (Arc::clone(&limit), client.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             open(&url, &client).await.map(|(socket, _)| socket)

@@ -30,9 +30,15 @@ struct Cli {
 enum Command {
     /// Run the suite (or some cases) against a relay.
     Run {
-        /// The relay under test.
-        #[arg(long, env = "CONFORMANCE_URL", default_value = "ws://127.0.0.1:8001")]
-        url: String,
+        /// The relay under test; for a relay of several nodes, one URL per node (repeat,
+        /// or separate with commas): each case's connections are spread over them.
+        #[arg(
+            long,
+            env = "CONFORMANCE_URL",
+            default_value = "ws://127.0.0.1:8001",
+            value_delimiter = ','
+        )]
+        url: Vec<String>,
         /// Only cases whose id starts with one of these (e.g. `3.` or `3.6/1`).
         prefixes: Vec<String>,
         /// SHOULD failures and NON-STRICT results fail the run too.
@@ -69,9 +75,15 @@ enum Command {
     /// every delivery is checked (once, in order, unchanged); reports msgs/s and latency
     /// percentiles. Exit status 1 if anything was lost, reordered or changed.
     Load {
-        /// The relay.
-        #[arg(long, env = "CONFORMANCE_URL", default_value = "ws://127.0.0.1:8001")]
-        url: String,
+        /// The relay; for a relay of several nodes, one URL per node (repeat, or separate
+        /// with commas): each pair's two ends go to different nodes.
+        #[arg(
+            long,
+            env = "CONFORMANCE_URL",
+            default_value = "ws://127.0.0.1:8001",
+            value_delimiter = ','
+        )]
+        url: Vec<String>,
         /// Client pairs.
         #[arg(long, default_value_t = 16)]
         pairs: usize,
@@ -187,7 +199,7 @@ fn main() -> ExitCode {
                         return Exit::Usage.into();
                     }
                 };
-                let mut options = RunOptions::new(url);
+                let mut options = RunOptions::on_nodes(url);
                 options.prefixes = prefixes;
                 options.strict = strict;
                 options.timeout = Duration::from_millis(timeout_ms);
@@ -245,7 +257,7 @@ fn main() -> ExitCode {
                             LoadMode::Flood => load::Mode::Flood,
                         };
                         let options = load::LoadOptions {
-                            url,
+                            urls: url,
                             pairs,
                             size,
                             duration,
@@ -325,13 +337,13 @@ fn load_cases(files: &[PathBuf]) -> Result<Vec<Case>, String> {
 
 /// Open `count` idle connections, say so on one line, hold them for `hold`.
 async fn hold_idle(
-    url: &str,
+    urls: &[String],
     client: &ClientBuilder,
     count: usize,
     hold: Duration,
     json: bool,
 ) -> ExitCode {
-    let (sockets, errors) = load::open_idle(url, client, count).await;
+    let (sockets, errors) = load::open_idle(urls, client, count).await;
     if json {
         let report = load::IdleReport {
             idle: count,

@@ -2,6 +2,7 @@
 //! and the whole-suite run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compendium_client::ClientBuilder;
@@ -30,8 +31,10 @@ pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How to run the suite.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The relay under test, `ws://` or `wss://`.
-    pub url: String,
+    /// The relay under test, `ws://` or `wss://`: one URL, or one per node of a cluster
+    /// that must behave as one relay. A case's connections are spread over them,
+    /// round-robin (a session's actors in name order).
+    pub urls: Vec<String>,
     /// Run only cases whose id starts with one of these (all when empty).
     pub prefixes: Vec<String>,
     /// SHOULD failures and NON-STRICT fail the run too.
@@ -57,8 +60,14 @@ impl RunOptions {
     /// Defaults: every case, not strict, 2 s per expectation, 60 s per case, no slow cases.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
+        Self::on_nodes(vec![url.into()])
+    }
+
+    /// Defaults, for a relay of several nodes (at least one URL).
+    #[must_use]
+    pub fn on_nodes(urls: Vec<String>) -> Self {
         Self {
-            url: url.into(),
+            urls,
             prefixes: Vec::new(),
             strict: false,
             timeout: Duration::from_secs(2),
@@ -94,7 +103,8 @@ impl RunOptions {
 
     fn ctx(&self) -> Ctx {
         Ctx {
-            url: self.url.clone(),
+            urls: self.urls.clone(),
+            next: Arc::default(),
             client: self.dialer(),
             timeout: self.timeout,
             slow: self.slow,
@@ -110,7 +120,7 @@ pub async fn run(cases: &[Case], options: &RunOptions) -> Report {
         results.push(run_case(case, options).await);
     }
     Report {
-        url: options.url.clone(),
+        url: options.urls.join(" "),
         strict: options.strict,
         results,
     }
@@ -157,9 +167,10 @@ pub async fn run_session(session: &Session, options: &RunOptions) -> (Outcome, C
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     actors.sort_by_key(|(name, _)| *name);
-    for (name, actor) in actors {
+    for (index, (name, actor)) in actors.into_iter().enumerate() {
         let path = actor.path.as_deref().map_or("/", |p| p.as_str());
-        let url = format!("{}{}", options.url.trim_end_matches('/'), path);
+        let node = &options.urls[index % options.urls.len().max(1)];
+        let url = format!("{}{}", node.trim_end_matches('/'), path);
         match Peer::connect(&url, &options.dialer()).await {
             Ok(peer) => {
                 peers.insert(name.to_owned(), peer);

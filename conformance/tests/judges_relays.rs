@@ -4,28 +4,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use compendium_conformance::case;
 use compendium_conformance::report::{Report, Verdict};
-use compendium_conformance::runner::{RunOptions, run};
 use compendium_server::Config;
+use support::suite;
 use support::toy_relay::{self, Fault};
 
-/// Cases that cannot be observed over the wire: always SKIPPED.
-const UNOBSERVABLE: &[&str] = &["3.11/1", "3.12/1", "4.4/1", "4.5/1"];
-/// Cases that need our relay configured with limits and short timers.
-const TIGHT: &[&str] = &["3.9/", "4.1/", "4.2/", "4.3/"];
-
 async fn run_on(url: &str, prefixes: &[&str], tight: bool) -> Report {
-    let cases = case::all().expect("the shipped sessions load");
-    let mut options = RunOptions::new(url);
-    options.prefixes = prefixes.iter().map(ToString::to_string).collect();
-    if tight {
-        options.slow = Some(Duration::from_secs(3));
-        options.max_connections = Some(support::TIGHT_MAX_CONNECTIONS);
-    }
-    run(&cases, &options).await
+    suite::run_on(&[url.to_owned()], prefixes, tight).await
 }
 
 fn ids_with(report: &Report, verdict: Verdict) -> BTreeSet<String> {
@@ -40,39 +26,8 @@ fn ids_with(report: &Report, verdict: Verdict) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_relay_passes_every_observable_case() {
     let url = support::our_relay(Config::ephemeral()).await;
-    let cases = case::all().expect("load");
-    let default_prefixes: Vec<String> = cases
-        .iter()
-        .map(|c| c.meta.id.clone())
-        .filter(|id| !TIGHT.iter().any(|t| id.starts_with(t)))
-        .collect();
-    let default_prefixes: Vec<&str> = default_prefixes.iter().map(String::as_str).collect();
-    let report = run_on(&url, &default_prefixes, false).await;
-
-    let tight_url = support::our_relay(support::tight_config()).await;
-    let tight = run_on(&tight_url, TIGHT, true).await;
-
-    for report in [&report, &tight] {
-        for r in &report.results {
-            let expected = if UNOBSERVABLE.contains(&r.meta.id.as_str()) {
-                Verdict::Skipped
-            } else {
-                Verdict::Pass
-            };
-            assert_eq!(
-                r.verdict, expected,
-                "{} {}: {:?}",
-                r.meta.id, r.meta.description, r.detail
-            );
-            assert!(!r.fails_run(true), "{}: close {:?}", r.meta.id, r.close);
-        }
-        assert!(!report.failed());
-    }
-    assert_eq!(
-        report.results.len() + tight.results.len(),
-        cases.len(),
-        "every case ran once"
-    );
+    let tight = support::our_relay(support::tight_config()).await;
+    suite::assert_passes_everything(&[url], &[tight]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,8 +39,9 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A relay the model judges. Each is started once per test binary.
 trait UnderTest: 'static {
-    /// Its URL.
-    fn url() -> String;
+    /// Its URLs: one, or one per node of a cluster (slot i connects to node i mod n; the
+    /// observer to the last).
+    fn urls() -> Vec<String>;
     /// How its DELIVERs compared with the ROUTEs byte for byte (rule 3.4's SHOULD).
     fn bytes() -> &'static Bytes;
 }
@@ -53,19 +54,20 @@ struct Bytes {
     only_json_equal: AtomicUsize,
 }
 
-/// `CONFORMANCE_URL`, or ours on a background runtime.
+/// `CONFORMANCE_URL` (comma-separated for several nodes), or ours on a background
+/// runtime.
 struct Ours;
 
-static OURS: LazyLock<(String, Option<tokio::runtime::Runtime>)> = LazyLock::new(|| {
-    if let Ok(url) = std::env::var("CONFORMANCE_URL") {
-        return (url, None);
+static OURS: LazyLock<(Vec<String>, Option<tokio::runtime::Runtime>)> = LazyLock::new(|| {
+    if let Ok(urls) = std::env::var("CONFORMANCE_URL") {
+        return (urls.split(',').map(str::to_owned).collect(), None);
     }
     let (url, runtime) = in_background(support::our_relay(compendium_server::Config::ephemeral()));
-    (url, Some(runtime))
+    (vec![url], Some(runtime))
 });
 
 impl UnderTest for Ours {
-    fn url() -> String {
+    fn urls() -> Vec<String> {
         OURS.0.clone()
     }
     fn bytes() -> &'static Bytes {
@@ -82,8 +84,37 @@ static PYTHON_STYLE: LazyLock<(String, tokio::runtime::Runtime)> =
     LazyLock::new(|| in_background(toy_relay::start(Fault::PythonStyle)));
 
 impl UnderTest for PythonStyle {
-    fn url() -> String {
-        PYTHON_STYLE.0.clone()
+    fn urls() -> Vec<String> {
+        vec![PYTHON_STYLE.0.clone()]
+    }
+    fn bytes() -> &'static Bytes {
+        static BYTES: LazyLock<Bytes> = LazyLock::new(Bytes::default);
+        &BYTES
+    }
+}
+
+/// Two nodes of our relay joined through a real nats-server: the model must hold as if
+/// they were one relay, with its clients spread over both.
+struct TwoNodes;
+
+/// The nats-server lives as long as the test binary (in a mutex only to be shareable).
+type Cluster = (
+    Vec<String>,
+    std::sync::Mutex<compendium_harness::Nats>,
+    tokio::runtime::Runtime,
+);
+
+static TWO_NODES: LazyLock<Cluster> = LazyLock::new(|| {
+    let ((nats, urls), runtime) = in_background(support::our_cluster(
+        2,
+        compendium_server::Config::ephemeral,
+    ));
+    (urls, std::sync::Mutex::new(nats), runtime)
+});
+
+impl UnderTest for TwoNodes {
+    fn urls() -> Vec<String> {
+        TWO_NODES.0.clone()
     }
     fn bytes() -> &'static Bytes {
         static BYTES: LazyLock<Bytes> = LazyLock::new(Bytes::default);
@@ -92,9 +123,7 @@ impl UnderTest for PythonStyle {
 }
 
 /// Start a relay on a runtime of its own that lives as long as the test binary.
-fn in_background(
-    start: impl std::future::Future<Output = String>,
-) -> (String, tokio::runtime::Runtime) {
+fn in_background<T>(start: impl std::future::Future<Output = T>) -> (T, tokio::runtime::Runtime) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -282,7 +311,7 @@ impl ReferenceStateMachine for RelayModel {
 
 struct RealRelay<R> {
     runtime: tokio::runtime::Runtime,
-    url: String,
+    urls: Vec<String>,
     peers: Vec<Option<Peer>>,
     /// An extra connection that checks release after a close or drop.
     observer: Peer,
@@ -310,7 +339,8 @@ impl<R: UnderTest> RealRelay<R> {
         let runtime = &self.runtime;
         match transition {
             Transition::Connect(i) => {
-                let peer = runtime.block_on(Peer::connect(&self.url, &ClientBuilder::default()))?;
+                let url = &self.urls[*i % self.urls.len()];
+                let peer = runtime.block_on(Peer::connect(url, &ClientBuilder::default()))?;
                 self.peers[*i] = Some(peer);
                 Ok(())
             }
@@ -506,13 +536,16 @@ impl<R: UnderTest> StateMachineTest for RelayTest<R> {
             .enable_all()
             .build()
             .expect("runtime");
-        let url = R::url();
+        let urls = R::urls();
         let observer = runtime
-            .block_on(Peer::connect(&url, &ClientBuilder::default()))
+            .block_on(Peer::connect(
+                urls.last().expect("a URL"),
+                &ClientBuilder::default(),
+            ))
             .expect("observer connects");
         RealRelay {
             runtime,
-            url,
+            urls,
             peers: (0..SLOTS).map(|_| None).collect(),
             observer,
             addresses: Vec::new(),
@@ -591,6 +624,14 @@ fn the_relay_behaves_like_the_model() {
         assert!(delivers > 0, "the model routed nothing");
         assert_eq!(only_json_equal, 0, "our relay forwards msg byte for byte");
     }
+}
+
+/// Cluster mode: two nodes behave as one relay, whatever node each client is on.
+#[test]
+fn two_nodes_behave_like_the_model() {
+    let (delivers, only_json_equal) = judge::<TwoNodes>();
+    assert!(delivers > 0, "the model routed nothing");
+    assert_eq!(only_json_equal, 0, "forwarded byte for byte across nodes");
 }
 
 /// Rule 3.4 makes JSON equality the MUST: a relay that re-encodes passes the model, and
@@ -742,14 +783,14 @@ fn a_model_sequence_converts_to_a_session_that_replays() {
     let session = to_session(&log);
     let text = serde_json::to_string_pretty(&session).expect("json");
     let session = session::parse("model.json", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let url = Ours::url();
+    let urls = Ours::urls();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let result = runtime.block_on(run_case(
         &Case::from_session(session),
-        &RunOptions::new(url),
+        &RunOptions::on_nodes(urls),
     ));
     assert_eq!(result.verdict, Verdict::Pass, "{:?}\n{text}", result.detail);
 }

@@ -7,10 +7,12 @@
 //! only what another process keeps to itself (a metric reaching a value) is polled.
 
 mod metrics;
+mod nats;
 mod process;
 mod ready;
 
 pub use metrics::{get_metrics, sample};
+pub use nats::{Nats, NatsCluster, nats_server_binary};
 pub use process::{CpuTime, Process, cpu_time_of, rss_kib_of};
 pub use ready::Ready;
 

@@ -70,7 +70,11 @@ impl Process {
     ///
     /// # Errors
     /// If the process ends or `within` passes first; the error quotes its last lines.
-    pub fn wait_for<T>(&mut self, within: Duration, pick: impl Fn(&str) -> Option<T>) -> Result<T> {
+    pub fn wait_for<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

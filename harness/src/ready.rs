@@ -12,6 +12,8 @@ pub struct Ready {
     pub urls: Vec<String>,
     /// The `/healthz` + `/metrics` address (`IP:PORT`), if it serves them.
     pub metrics: Option<String>,
+    /// In cluster mode, the node's name and id (`name (id)`).
+    pub node: Option<String>,
 }
 
 impl Ready {
@@ -30,12 +32,18 @@ impl Ready {
             .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .collect();
-        let metrics = fields
-            .get("metrics")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned);
-        Some(Self { urls, metrics })
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+        };
+        Some(Self {
+            urls,
+            metrics: text("metrics"),
+            node: text("node"),
+        })
     }
 }
 
@@ -51,6 +59,7 @@ mod tests {
             Some(Ready {
                 urls: vec!["ws://127.0.0.1:1".into(), "ws://[::1]:2".into()],
                 metrics: Some("127.0.0.1:3".into()),
+                node: None,
             })
         );
         let no_metrics = line.replace("127.0.0.1:3", "");

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::addressing::ClusterKey;
+
 /// How a relay listens and what it allows. `Config::default()` is the CLI's defaults.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -39,8 +41,131 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Each connection's initial read buffer, which is also the most read per syscall.
     /// Small keeps idle connections cheap (the buffer grows to fit larger frames); large
-    /// saves syscalls for large messages. See the README's performance section.
+    /// saves syscalls for large messages. See docs/performance.md.
     pub read_buffer_bytes: usize,
+    /// Join other nodes through NATS so that they behave as one relay (docs/cluster.md);
+    /// `None`: a single relay, nothing else needed.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node joins its cluster (docs/cluster.md).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:4222`, `tls://…`, user and password allowed in the
+    /// URL). The node connects to one and fails over to the others.
+    pub urls: Vec<String>,
+    /// The key every node of the cluster shares; it seals node ids into addresses.
+    pub key: ClusterKey,
+    /// The first token of every subject the cluster uses, so that several clusters can
+    /// share one NATS (and NATS permissions can be given per prefix).
+    pub subject_prefix: String,
+    /// A NATS credentials file (JWT and nkey seed), if the NATS server requires one.
+    pub credentials: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for `tls://` NATS URLs, besides the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// This node's name in logs, metrics and its NATS connection name.
+    pub node_name: String,
+    /// How long a ROUTE to another node waits for its verdict before its sender gets 503.
+    pub timeout: Duration,
+    /// How long the node goes on serving its clients after losing NATS before it closes
+    /// them (1001) so that they reconnect to a node that still has its cluster.
+    pub grace: Duration,
+    /// How often the node pings its NATS server (two unanswered pings drop the link).
+    pub ping_interval: Duration,
+    /// How long startup waits to connect before it gives up with an error.
+    pub connect_timeout: Duration,
+    /// How often the node tells the others it is alive.
+    pub heartbeat: Duration,
+    /// How long after its last heartbeat a silent node is presumed dead: until then a
+    /// ROUTE to its addresses gets 503 (it may be failing over between NATS servers),
+    /// after it 404. Keep it above a NATS failover and below a second.
+    pub peer_timeout: Duration,
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("cluster mode needs at least one NATS URL".into());
+        }
+        let prefix_ok = !self.subject_prefix.is_empty()
+            && self.subject_prefix.split('.').all(|token| {
+                !token.is_empty()
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !prefix_ok {
+            return Err(format!(
+                "cluster subject prefix {:?} must be dot-separated tokens of letters, digits, - and _",
+                self.subject_prefix
+            ));
+        }
+        let durations = [
+            ("cluster timeout", self.timeout),
+            ("cluster grace", self.grace),
+            ("cluster ping interval", self.ping_interval),
+            ("cluster connect timeout", self.connect_timeout),
+            ("cluster heartbeat", self.heartbeat),
+            ("cluster peer timeout", self.peer_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be greater than zero"));
+        }
+        if self.peer_timeout <= self.heartbeat * 2 {
+            return Err(format!(
+                "the cluster peer timeout ({} ms) must be more than two heartbeats ({} ms each), \
+                 or live nodes would be presumed dead",
+                self.peer_timeout.as_millis(),
+                self.heartbeat.as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A node of the cluster reached through `urls`, sharing `key`; every other setting
+    /// has its default (docs/cluster.md).
+    #[must_use]
+    pub fn new(urls: Vec<String>, key: ClusterKey) -> Self {
+        Self {
+            urls,
+            key,
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.to_owned(),
+            credentials: None,
+            tls_ca: None,
+            node_name: default_node_name(),
+            timeout: DEFAULT_CLUSTER_TIMEOUT,
+            grace: DEFAULT_CLUSTER_GRACE,
+            ping_interval: DEFAULT_CLUSTER_PING_INTERVAL,
+            connect_timeout: DEFAULT_CLUSTER_CONNECT_TIMEOUT,
+            heartbeat: DEFAULT_CLUSTER_HEARTBEAT,
+            peer_timeout: DEFAULT_CLUSTER_PEER_TIMEOUT,
+        }
+    }
+}
+
+/// The default of [`ClusterConfig::subject_prefix`].
+pub const DEFAULT_SUBJECT_PREFIX: &str = "compendium";
+/// The default of [`ClusterConfig::timeout`].
+pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default of [`ClusterConfig::grace`].
+pub const DEFAULT_CLUSTER_GRACE: Duration = Duration::from_secs(30);
+/// The default of [`ClusterConfig::ping_interval`].
+pub const DEFAULT_CLUSTER_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// The default of [`ClusterConfig::connect_timeout`].
+pub const DEFAULT_CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of [`ClusterConfig::heartbeat`].
+pub const DEFAULT_CLUSTER_HEARTBEAT: Duration = Duration::from_millis(100);
+/// The default of [`ClusterConfig::peer_timeout`].
+pub const DEFAULT_CLUSTER_PEER_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The machine's host name, or "compendium" if it cannot be read.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "compendium".to_owned())
 }
 
 /// The default of [`Config::read_buffer_bytes`].
@@ -71,6 +196,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             metrics_listen: None,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            cluster: None,
         }
     }
 }
@@ -118,6 +244,9 @@ impl Config {
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be greater than zero"));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         Ok(())
     }

@@ -2,8 +2,12 @@
 //! keepalive timers and shutdown. It moves bytes and asks [`Relay`](crate::relay::Relay)
 //! what they mean; it decides nothing about the protocol itself.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,9 +20,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
+use crate::cluster::{self, Pending};
 use crate::directory::{ConnId, Mailbox, Refusal};
 use crate::metrics::{CodeLabel, ReasonLabel};
 use crate::relay::{Input, Outcome};
+use crate::remote::Verdict;
 use crate::server::Shared;
 
 /// Frames written per flush when the outbound queue has a backlog: batching saves
@@ -74,6 +80,9 @@ pub(crate) enum Exit {
     ProtocolViolation,
     /// The server is shutting down (rule 4.4); closed with 1001 after flushing.
     Shutdown,
+    /// The node was cut off from its cluster for longer than the grace period; closed with
+    /// 1001 so that the client reconnects to a node that still has its cluster.
+    ClusterLost,
 }
 
 impl Exit {
@@ -86,6 +95,7 @@ impl Exit {
             Self::InvalidUtf8 => "invalid_utf8",
             Self::ProtocolViolation => "protocol_violation",
             Self::Shutdown => "shutdown",
+            Self::ClusterLost => "cluster_lost",
         }
     }
 
@@ -119,6 +129,10 @@ impl Exit {
                 "WebSocket protocol violation".to_owned(),
             ),
             Self::Shutdown => (CloseCode::Away, "server shutting down".to_owned()),
+            Self::ClusterLost => (
+                CloseCode::Away,
+                "this relay node lost its cluster; reconnect".to_owned(),
+            ),
         };
         Some(CloseFrame {
             code,
@@ -158,17 +172,34 @@ where
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(shutdown);
 
+    // Replies waiting for a verdict from another node, and the replies behind them: a
+    // connection's replies keep request order (the CLI's `send` relies on it). Empty, and
+    // unallocated, unless a ROUTE went to another node.
+    let mut replies: VecDeque<Reply> = VecDeque::new();
+    // Closes the connection when the node is cut off from its cluster for too long.
+    let mut evictions = shared.evictions.subscribe();
+
     // Not `biased`: a busy outbound queue must not starve the client's own frames, and
     // vice versa.
     let exit = loop {
+        let waiting = !replies.is_empty();
+        // Past this many outstanding verdicts, stop reading: the client waits, not memory.
+        let reading = replies.len() < MAX_PENDING_REPLIES;
         tokio::select! {
             () = &mut shutdown => break Exit::Shutdown,
+            Ok(()) = evictions.changed() => break Exit::ClusterLost,
             Some(frame) = rx.recv() => {
                 if let Err(err) = write_batch(&mut ws, frame, &mut rx, &queued_bytes, &shared).await {
                     break Exit::of(&err);
                 }
             }
-            inbound = ws.next() => {
+            verdict = head_verdict(&mut replies), if waiting => {
+                replies.pop_front();
+                if let Err(err) = answer_verdict(&mut ws, &shared, verdict, &mut replies).await {
+                    break Exit::of(&err);
+                }
+            }
+            inbound = ws.next(), if reading => {
                 let frame = match inbound {
                     None => break Exit::ClientClosed,
                     Some(Err(err)) => break Exit::of(&err),
@@ -184,11 +215,16 @@ where
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(len as u64);
                 let outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
+                if let Outcome::Forward(forward) = outcome {
+                    replies.push_back(Reply::Remote(forward_to_cluster(&shared, forward).await));
+                    continue;
+                }
                 count(&shared, &outcome);
                 if let Some(reply) = outcome.reply() {
                     let text = reply.to_json();
-                    metrics.bytes_out.inc_by(text.len() as u64);
-                    if let Err(err) = ws.send(Frame::text(text)).await {
+                    if waiting {
+                        replies.push_back(Reply::Ready(text));
+                    } else if let Err(err) = send_reply(&mut ws, &shared, text).await {
                         break Exit::of(&err);
                     }
                 }
@@ -221,7 +257,7 @@ where
     };
     let _ = tokio::time::timeout(
         grace,
-        finish(&mut ws, &mut rx, exit, &queued_bytes, &shared),
+        finish(&mut ws, &mut rx, &mut replies, exit, &queued_bytes, &shared),
     )
     .await;
     metrics.connections_open.dec();
@@ -234,17 +270,30 @@ where
     exit
 }
 
-/// Flush what was accepted (on shutdown), send our close frame if the exit calls for one,
-/// and wait for the client's answer.
+/// Flush what was accepted (on shutdown), answer the ROUTEs still waiting for a verdict
+/// (when the client is still there to hear it), send our close frame if the exit calls for
+/// one, and wait for the client's answer.
 async fn finish<S>(
     ws: &mut WebSocketStream<S>,
     rx: &mut mpsc::Receiver<String>,
+    replies: &mut VecDeque<Reply>,
     exit: Exit,
     queued_bytes: &AtomicUsize,
     shared: &Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if matches!(exit, Exit::Shutdown | Exit::ClusterLost) {
+        // Every ROUTE gets its answer (rule 4.4); a pending verdict resolves within the
+        // cluster timeout at worst.
+        while !replies.is_empty() {
+            let verdict = head_verdict(replies).await;
+            replies.pop_front();
+            if answer_verdict(ws, shared, verdict, replies).await.is_err() {
+                return;
+            }
+        }
+    }
     if exit == Exit::Shutdown {
         // Rule 4.4: DELIVERs accepted before shutdown are sent before the close frame.
         while let Some(frame) = rx.recv().await {
@@ -264,6 +313,77 @@ async fn finish<S>(
     }
     // Read until the client's close frame (or the end): a clean close handshake.
     while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// The most ROUTEs one connection may have waiting for a verdict from another node.
+const MAX_PENDING_REPLIES: usize = 256;
+
+/// A reply owed to the client, in request order.
+enum Reply {
+    /// The verdict of a ROUTE forwarded to another node.
+    Remote(Pending),
+    /// A reply ready to send once the ones before it are sent.
+    Ready(String),
+}
+
+/// The verdict at the head of `replies` (always a [`Reply::Remote`]: ready replies at the
+/// head are sent at once).
+fn head_verdict(replies: &mut VecDeque<Reply>) -> impl Future<Output = Verdict> + '_ {
+    std::future::poll_fn(move |cx| match replies.front_mut() {
+        Some(Reply::Remote(pending)) => Pin::new(pending).poll(cx),
+        _ => Poll::Pending,
+    })
+}
+
+/// Forward a ROUTE to the node that holds its target. Without a cluster there is no such
+/// node (a single relay's addresses are all its own), so this cannot be reached; it would
+/// answer 503.
+async fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pending {
+    match &shared.cluster {
+        Some(cluster) => cluster.forward(forward).await,
+        None => Pending::unreachable(),
+    }
+}
+
+/// Answer the ROUTE whose verdict came, then every ready reply behind it, up to the next
+/// one still waiting.
+async fn answer_verdict<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    verdict: Verdict,
+    replies: &mut VecDeque<Reply>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    shared
+        .metrics
+        .cluster_verdicts
+        .get_or_create(&cluster::verdict_label(verdict))
+        .inc();
+    let outcome = shared.relay.verdict(verdict);
+    count(shared, &outcome);
+    if let Some(reply) = outcome.reply() {
+        send_reply(ws, shared, reply.to_json()).await?;
+    }
+    while let Some(Reply::Ready(_)) = replies.front() {
+        if let Some(Reply::Ready(text)) = replies.pop_front() {
+            send_reply(ws, shared, text).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn send_reply<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    text: String,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    shared.metrics.bytes_out.inc_by(text.len() as u64);
+    ws.send(Frame::text(text)).await
 }
 
 async fn write_batch<S>(
@@ -296,7 +416,7 @@ where
 fn count(shared: &Shared, outcome: &Outcome) {
     let metrics = &shared.metrics;
     match outcome {
-        Outcome::Assigned { .. } => {}
+        Outcome::Assigned { .. } | Outcome::Forward(_) => {}
         Outcome::Routed => {
             metrics.messages_routed.inc();
         }

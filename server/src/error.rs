@@ -12,6 +12,10 @@ pub enum Error {
     /// The TLS certificate or key could not be used; the message names the file and the
     /// problem. Check the PEM files.
     Tls(String),
+    /// Cluster mode could not start: NATS unreachable, credentials refused, a NATS
+    /// `max_payload` below `max_message_bytes`, a key that is not one; the message says
+    /// which and names the URLs or file.
+    Cluster(String),
     /// A listen address could not be bound (in use, not local, no permission).
     Bind {
         /// The address that failed.
@@ -26,6 +30,7 @@ impl fmt::Display for Error {
         match self {
             Self::Config(message) => write!(f, "invalid configuration: {message}"),
             Self::Tls(message) => write!(f, "TLS: {message}"),
+            Self::Cluster(message) => write!(f, "cluster: {message}"),
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
         }
     }

@@ -5,27 +5,31 @@
 //! own tests, after quinn's `fuzzing` module: the rules stay `pub(crate)` for everyone else.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use compendium_messages::Address;
 
+use crate::addressing::{Addressing, Home};
 use crate::directory::{ConnId, Directory, Mailbox, Refusal};
 use crate::relay::{Input, Relay, Session};
 
-std::thread_local! {
-    static DRAWS: std::cell::Cell<u128> = const { std::cell::Cell::new(0) };
-}
-
 /// Deterministic draws (so a fuzz finding replays exactly) that repeat every value once,
-/// so the "already live, draw again" path of rule 3.1 is exercised too.
-fn repeating_draw() -> Result<Address, String> {
-    let n = DRAWS.with(|d| {
-        let n = d.get();
-        d.set(n + 1);
-        n
-    });
-    Ok(Address::from_bits(n / 2))
+/// so the "already live, draw again" path of rule 3.1 is exercised too. One relay: every
+/// address is here.
+#[derive(Default)]
+struct RepeatingDraws(AtomicU64);
+
+impl Addressing for RepeatingDraws {
+    fn draw(&self) -> Result<Address, String> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(Address::from_bits(u128::from(n / 2)))
+    }
+
+    fn home(&self, _: Address) -> Home {
+        Home::Here
+    }
 }
 
 /// One connection's outbound queue, bounded in frames like the real one.
@@ -63,9 +67,13 @@ impl Core {
     /// Rules with per-connection queues of `queue_bound` frames and an optional rate limit.
     #[must_use]
     pub fn new(queue_bound: usize, max_msgs_per_sec: Option<u32>) -> Self {
-        DRAWS.with(|d| d.set(0));
         Self {
-            relay: Relay::new(Arc::new(Directory::new()), max_msgs_per_sec, repeating_draw),
+            relay: Relay::new(
+                Arc::new(Directory::new()),
+                max_msgs_per_sec,
+                Arc::new(RepeatingDraws::default()),
+                Duration::ZERO,
+            ),
             conns: BTreeMap::new(),
             next_conn: 0,
             queue_bound,

@@ -14,7 +14,9 @@
 //! Embed it with [`Server::bind`] then [`Server::run`]; the `compendium-server` binary is
 //! a thin CLI over the same calls.
 
+mod addressing;
 mod burst;
+mod cluster;
 mod config;
 mod connection;
 mod directory;
@@ -25,10 +27,16 @@ mod listener;
 mod metrics;
 mod rate;
 mod relay;
+mod remote;
 mod server;
 mod tls;
 
-pub use config::{Config, DEFAULT_READ_BUFFER_BYTES, TlsFiles};
+pub use config::{
+    ClusterConfig, ClusterKey, Config, DEFAULT_CLUSTER_CONNECT_TIMEOUT, DEFAULT_CLUSTER_GRACE,
+    DEFAULT_CLUSTER_HEARTBEAT, DEFAULT_CLUSTER_PEER_TIMEOUT, DEFAULT_CLUSTER_PING_INTERVAL,
+    DEFAULT_CLUSTER_TIMEOUT, DEFAULT_READ_BUFFER_BYTES, DEFAULT_SUBJECT_PREFIX, TlsFiles,
+    default_node_name,
+};
 pub use error::Error;
 pub use server::{Handle, Server};
 

@@ -98,6 +98,13 @@ where
     tracing::info!(reason = exit.as_str(), "disconnected");
 }
 
+/// An HTTP 503 refusal of a handshake, saying why.
+fn refusal(why: &str) -> ErrorResponse {
+    let mut refusal = ErrorResponse::new(Some(why.to_owned()));
+    *refusal.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    refusal
+}
+
 /// The WebSocket handshake, with the connection limit checked inside it so that a refused
 /// client gets a real HTTP 503 (rule 4.3); the permit lives as long as the connection.
 async fn handshake<S>(
@@ -115,6 +122,12 @@ where
     // The callback's signature is tungstenite's; the large error type is theirs.
     #[allow(clippy::result_large_err)]
     let check_limit = |_request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if shared.refusing.load(std::sync::atomic::Ordering::Acquire) {
+            shared.metrics.handshakes_refused.inc();
+            return Err(refusal(
+                "this relay node is cut off from its cluster; connect to another node\n",
+            ));
+        }
         match Arc::clone(&shared.slots).try_acquire_owned() {
             Ok(slot) => {
                 permit = Some(slot);
@@ -122,11 +135,9 @@ where
             }
             Err(_) => {
                 shared.metrics.handshakes_refused.inc();
-                let mut refusal = ErrorResponse::new(Some(
-                    "the relay is at its connection limit; try again later\n".into(),
-                ));
-                *refusal.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                Err(refusal)
+                Err(refusal(
+                    "the relay is at its connection limit; try again later\n",
+                ))
             }
         }
     };

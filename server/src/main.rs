@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use compendium_cli_support::{Exit, Seconds, Signals};
-use compendium_server::{Config, Server, TlsFiles};
+use compendium_server::{ClusterConfig, ClusterKey, Config, Server, TlsFiles};
 
 /// The Compendium WebSocket relay.
 ///
@@ -100,6 +100,88 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "COMPENDIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Cluster mode: join the other nodes through these NATS servers (nats:// or tls://;
+    /// repeat or separate with commas; user:password@ allowed). See docs/cluster.md.
+    #[arg(
+        long,
+        env = "COMPENDIUM_CLUSTER",
+        value_name = "URL",
+        value_delimiter = ',',
+        help_heading = "Cluster mode"
+    )]
+    cluster: Vec<String>,
+
+    /// File holding the cluster key that every node shares: 32 hex characters (make one
+    /// with `openssl rand -hex 16`). Or give the key itself in COMPENDIUM_CLUSTER_KEY.
+    #[arg(
+        long,
+        env = "COMPENDIUM_CLUSTER_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Cluster mode"
+    )]
+    cluster_key_file: Option<PathBuf>,
+
+    /// The cluster key itself (prefer the environment to the command line, which other
+    /// users can see).
+    #[arg(
+        long,
+        env = "COMPENDIUM_CLUSTER_KEY",
+        value_name = "HEX",
+        hide_env_values = true,
+        conflicts_with = "cluster_key_file",
+        help_heading = "Cluster mode"
+    )]
+    cluster_key: Option<String>,
+
+    /// First token of every NATS subject the cluster uses (several clusters can share one
+    /// NATS; permissions can be granted per prefix).
+    #[arg(long, env = "COMPENDIUM_CLUSTER_SUBJECT_PREFIX", value_name = "PREFIX", default_value = compendium_server::DEFAULT_SUBJECT_PREFIX, help_heading = "Cluster mode")]
+    cluster_subject_prefix: String,
+
+    /// NATS credentials file (JWT and nkey seed), if the NATS server requires one.
+    #[arg(
+        long,
+        env = "COMPENDIUM_CLUSTER_CREDS",
+        value_name = "FILE",
+        help_heading = "Cluster mode"
+    )]
+    cluster_creds: Option<PathBuf>,
+
+    /// CA certificate (PEM) to trust for tls:// NATS URLs.
+    #[arg(
+        long,
+        env = "COMPENDIUM_CLUSTER_TLS_CA",
+        value_name = "PEM",
+        help_heading = "Cluster mode"
+    )]
+    cluster_tls_ca: Option<PathBuf>,
+
+    /// This node's name in logs, metrics and NATS (default: the host name).
+    #[arg(
+        long,
+        env = "COMPENDIUM_NODE_NAME",
+        value_name = "NAME",
+        help_heading = "Cluster mode"
+    )]
+    node_name: Option<String>,
+
+    /// Seconds a ROUTE to another node waits for its verdict before its sender gets 503.
+    #[arg(long, env = "COMPENDIUM_CLUSTER_TIMEOUT", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_TIMEOUT), help_heading = "Cluster mode")]
+    cluster_timeout: Seconds,
+
+    /// Seconds the node goes on serving after losing NATS before it closes its clients
+    /// (1001) so that they reconnect to a node that still has its cluster.
+    #[arg(long, env = "COMPENDIUM_CLUSTER_GRACE", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_GRACE), help_heading = "Cluster mode")]
+    cluster_grace: Seconds,
+
+    /// Seconds between the node's pings to its NATS server.
+    #[arg(long, env = "COMPENDIUM_CLUSTER_PING_INTERVAL", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_PING_INTERVAL), help_heading = "Cluster mode")]
+    cluster_ping_interval: Seconds,
+
+    /// Seconds startup waits to reach NATS before it gives up (exit status 1).
+    #[arg(long, env = "COMPENDIUM_CLUSTER_CONNECT_TIMEOUT", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_CONNECT_TIMEOUT), help_heading = "Cluster mode")]
+    cluster_connect_timeout: Seconds,
 }
 
 /// The library's defaults, which the flags' defaults show: one place for each value.
@@ -135,8 +217,57 @@ fn init_logging(format: LogFormat) {
 }
 
 impl Cli {
-    fn into_config(self) -> Config {
+    /// The cluster settings, if `--cluster` was given; `Err` says what is missing or
+    /// unreadable.
+    fn cluster_config(&self) -> Result<Option<ClusterConfig>, String> {
+        if self.cluster.is_empty() {
+            let strays = [
+                ("--cluster-key-file", self.cluster_key_file.is_some()),
+                ("--cluster-key", self.cluster_key.is_some()),
+                ("--cluster-creds", self.cluster_creds.is_some()),
+                ("--cluster-tls-ca", self.cluster_tls_ca.is_some()),
+            ];
+            if let Some((flag, _)) = strays.iter().find(|(_, given)| *given) {
+                return Err(format!("{flag} needs --cluster (the NATS URLs)"));
+            }
+            return Ok(None);
+        }
+        let key = match (&self.cluster_key_file, &self.cluster_key) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read the cluster key file {}: {e}", path.display())
+                })?;
+                ClusterKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, Some(hex)) => {
+                ClusterKey::from_hex(hex).map_err(|e| format!("COMPENDIUM_CLUSTER_KEY: {e}"))?
+            }
+            (None, None) => {
+                return Err(
+                    "cluster mode needs the key every node shares: --cluster-key-file FILE \
+                            or COMPENDIUM_CLUSTER_KEY (make one with `openssl rand -hex 16`)"
+                        .into(),
+                );
+            }
+        };
+        let mut cluster = ClusterConfig::new(self.cluster.clone(), key);
+        cluster.subject_prefix = self.cluster_subject_prefix.clone();
+        cluster.credentials = self.cluster_creds.clone();
+        cluster.tls_ca = self.cluster_tls_ca.clone();
+        if let Some(name) = &self.node_name {
+            cluster.node_name = name.clone();
+        }
+        cluster.timeout = self.cluster_timeout.into();
+        cluster.grace = self.cluster_grace.into();
+        cluster.ping_interval = self.cluster_ping_interval.into();
+        cluster.connect_timeout = self.cluster_connect_timeout.into();
+        Ok(Some(cluster))
+    }
+
+    fn into_config(self) -> Result<Config, String> {
+        let cluster = self.cluster_config()?;
         let mut config = Config::default();
+        config.cluster = cluster;
         config.listen = self.listen;
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -153,7 +284,7 @@ impl Cli {
         config.shutdown_timeout = self.shutdown_timeout.into();
         config.metrics_listen = self.metrics_listen;
         config.read_buffer_bytes = self.read_buffer_bytes;
-        config
+        Ok(config)
     }
 }
 
@@ -179,7 +310,15 @@ fn main() -> ExitCode {
                 return Exit::Failure.into();
             }
         };
-        let server = match Server::bind(cli.into_config()).await {
+        let config = match cli.into_config() {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::error!("{err}");
+                eprintln!("compendium-server: {err}");
+                return Exit::Failure.into();
+            }
+        };
+        let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(err) => {
                 tracing::error!("{err}");
@@ -211,7 +350,7 @@ mod tests {
             "unset COMPENDIUM_* to run this test"
         );
         assert_eq!(
-            format!("{:?}", cli.into_config()),
+            format!("{:?}", cli.into_config().expect("a config")),
             format!("{:?}", Config::default())
         );
     }

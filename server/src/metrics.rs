@@ -11,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,19 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CodeLabel {
     pub(crate) code: u16,
+}
+
+/// Label for forwarded ROUTEs, by verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VerdictLabel {
+    pub(crate) verdict: &'static str,
+}
+
+/// Labels of the cluster node info metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeLabels {
+    pub(crate) node_name: String,
+    pub(crate) node_id: String,
 }
 
 /// Label for connections closed, by why.
@@ -42,6 +56,17 @@ pub(crate) struct Metrics {
     pub(crate) connections_closed: Family<ReasonLabel, Counter>,
     pub(crate) handshakes_refused: Counter,
     pub(crate) accept_errors: Counter,
+    /// Cluster mode only (registered then): 1 while the link to NATS is up.
+    pub(crate) cluster_link_up: Gauge,
+    pub(crate) cluster_routes_sent: Counter,
+    pub(crate) cluster_routes_received: Counter,
+    pub(crate) cluster_verdicts: Family<VerdictLabel, Counter>,
+    pub(crate) cluster_verdict_seconds: Histogram,
+    pub(crate) cluster_slow_consumer: Counter,
+    pub(crate) cluster_evictions: Counter,
+    /// 1, labelled with this node's name and id (cluster mode).
+    pub(crate) cluster_node: Family<NodeLabels, Gauge>,
+    cluster_mode: bool,
     registry: Registry,
 }
 
@@ -49,7 +74,7 @@ pub(crate) struct Metrics {
 pub(crate) type LiveAddresses = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl Metrics {
-    pub(crate) fn new(live_addresses: LiveAddresses) -> Self {
+    pub(crate) fn new(live_addresses: LiveAddresses, cluster_mode: bool) -> Self {
         let mut m = Self {
             connections_open: Gauge::default(),
             addresses_live: Gauge::default(),
@@ -63,6 +88,16 @@ impl Metrics {
             connections_closed: Family::default(),
             handshakes_refused: Counter::default(),
             accept_errors: Counter::default(),
+            cluster_link_up: Gauge::default(),
+            cluster_routes_sent: Counter::default(),
+            cluster_routes_received: Counter::default(),
+            cluster_verdicts: Family::default(),
+            // 50 µs to about 3.3 s: loopback verdicts to a timeout's worth.
+            cluster_verdict_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 17)),
+            cluster_slow_consumer: Counter::default(),
+            cluster_evictions: Counter::default(),
+            cluster_node: Family::default(),
+            cluster_mode,
             registry: Registry::with_prefix("compendium"),
         };
         let r = &mut m.registry;
@@ -121,7 +156,56 @@ impl Metrics {
             "Errors accepting TCP connections (e.g. out of file descriptors)",
             m.accept_errors.clone(),
         );
+        if cluster_mode {
+            r.register(
+                "cluster_link_up",
+                "1 while this node's link to NATS is up",
+                m.cluster_link_up.clone(),
+            );
+            r.register(
+                "cluster_routes_sent",
+                "ROUTEs forwarded to the node holding their target",
+                m.cluster_routes_sent.clone(),
+            );
+            r.register(
+                "cluster_routes_received",
+                "ROUTEs received from other nodes",
+                m.cluster_routes_received.clone(),
+            );
+            r.register(
+                "cluster_verdicts",
+                "Verdicts of forwarded ROUTEs, by verdict",
+                m.cluster_verdicts.clone(),
+            );
+            r.register(
+                "cluster_verdict_seconds",
+                "Time from forwarding a ROUTE to its verdict",
+                m.cluster_verdict_seconds.clone(),
+            );
+            r.register(
+                "cluster_slow_consumer_events",
+                "Times NATS messages were dropped for a slow subscription of this node",
+                m.cluster_slow_consumer.clone(),
+            );
+            r.register(
+                "cluster_node",
+                "This node's name and id in the cluster (always 1)",
+                m.cluster_node.clone(),
+            );
+            r.register(
+                "cluster_evictions",
+                "Connections closed (1001) because this node was cut off from NATS too long",
+                m.cluster_evictions.clone(),
+            );
+        }
         m
+    }
+
+    /// Why the node is unhealthy, if it is: in cluster mode, a link to NATS that is down
+    /// (a load balancer should send clients elsewhere).
+    pub(crate) fn unhealthy(&self) -> Option<&'static str> {
+        (self.cluster_mode && self.cluster_link_up.get() != 1)
+            .then_some("cut off from the cluster: the link to NATS is down")
     }
 
     /// The Prometheus/OpenMetrics text exposition of every metric.
@@ -172,11 +256,18 @@ async fn answer(
     metrics: Arc<Metrics>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/healthz") => (
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "ok\n".to_owned(),
-        ),
+        ("GET", "/healthz") => match metrics.unhealthy() {
+            None => (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok\n".to_owned(),
+            ),
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("unavailable: {why}\n"),
+            ),
+        },
         ("GET", "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

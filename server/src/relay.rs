@@ -1,15 +1,18 @@
 //! The relay's rules (docs/protocol.md section 3), with no sockets and no clock of their
 //! own: a connection task feeds each inbound frame in, with the time, and gets back an
 //! [`Outcome`] — what to answer and what to count. Frames for *other* connections go
-//! through the [`Directory`].
+//! through the [`Directory`], or, for an address another node of a cluster holds, out as
+//! an [`Outcome::Forward`] whose verdict [`Relay::verdict`] judges when it comes back.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use compendium_messages::{Address, Direction, Message, codes};
 
+use crate::addressing::{Addressing, Home};
 use crate::directory::{ConnId, Delivery, Directory, Mailbox};
 use crate::rate::TokenBucket;
+use crate::remote::{Forward, Verdict};
 
 /// The exact 404 text of the first implementation, which clients match on (rule 3.6).
 pub(crate) const NOT_FOUND_TEXT: &str = "Socket address not found";
@@ -31,6 +34,10 @@ pub(crate) enum Outcome {
     Routed,
     /// ROUTE refused because the target's queue is full: answer ERR 503 (rule 3.8).
     TargetFull,
+    /// ROUTE to an address another node holds: the connection forwards it over the
+    /// cluster link, and answers in request order once [`Relay::verdict`] has judged what
+    /// came back.
+    Forward(Forward),
     /// Refused: answer ERR `code` with `message`.
     Error { code: u16, message: String },
 }
@@ -40,7 +47,7 @@ impl Outcome {
     pub(crate) fn reply(&self) -> Option<Message> {
         match self {
             Self::Assigned { address } => Some(Message::init_resp(*address)),
-            Self::Routed => None,
+            Self::Routed | Self::Forward(_) => None,
             Self::TargetFull => Some(Message::err(
                 codes::UNAVAILABLE,
                 "the target is not reading fast enough and its queue is full; this message was not delivered",
@@ -57,21 +64,13 @@ impl Outcome {
     }
 }
 
-/// Draws a fresh random address; `Err` if the OS random source failed.
-pub(crate) type DrawAddress = fn() -> Result<Address, String>;
-
-/// The OS CSPRNG (rule 3.1).
-pub(crate) fn random_address() -> Result<Address, String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
-    Ok(Address::from_bits(u128::from_le_bytes(bytes)))
-}
-
 /// The rules, shared by every connection of one server.
 pub(crate) struct Relay<M> {
     directory: Arc<Directory<M>>,
     max_msgs_per_sec: Option<u32>,
-    draw: DrawAddress,
+    addressing: Arc<dyn Addressing>,
+    /// How long a forwarded ROUTE waits for its verdict, for the 503's text.
+    cluster_timeout: std::time::Duration,
 }
 
 /// One connection's state as the rules see it. Dropping it releases the connection's
@@ -104,12 +103,14 @@ impl<M: Mailbox + Clone> Relay<M> {
     pub(crate) fn new(
         directory: Arc<Directory<M>>,
         max_msgs_per_sec: Option<u32>,
-        draw: DrawAddress,
+        addressing: Arc<dyn Addressing>,
+        cluster_timeout: std::time::Duration,
     ) -> Self {
         Self {
             directory,
             max_msgs_per_sec,
-            draw,
+            addressing,
+            cluster_timeout,
         }
     }
 
@@ -162,14 +163,18 @@ impl<M: Mailbox + Clone> Relay<M> {
             Ok(Message::Init { .. }) => self.init(session),
             Ok(Message::Route {
                 ephe_wss_addr, msg, ..
-            }) => {
-                let frame = msg.deliver_frame();
-                match self.directory.deliver(ephe_wss_addr, frame) {
+            }) => match self.addressing.home(ephe_wss_addr) {
+                Home::Here => match self.directory.deliver(ephe_wss_addr, msg.deliver_frame()) {
                     Delivery::Queued => Outcome::Routed,
                     Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
                     Delivery::Full => Outcome::TargetFull,
-                }
-            }
+                },
+                Home::Node(node) => Outcome::Forward(Forward {
+                    node,
+                    address: ephe_wss_addr,
+                    msg,
+                }),
+            },
             // Whatever else the schema defines: a server's message (rule 2.4), or a
             // client's that these rules do not implement yet (rule 3.12).
             Ok(other) => match other.direction() {
@@ -191,9 +196,43 @@ impl<M: Mailbox + Clone> Relay<M> {
         }
     }
 
+    /// What to answer for a forwarded ROUTE, given what came back from the cluster: the
+    /// same answers as for a local target (rules 3.3, 3.6, 3.8), plus 503 when the cluster
+    /// could not be asked.
+    pub(crate) fn verdict(&self, verdict: Verdict) -> Outcome {
+        match verdict {
+            Verdict::Delivered => Outcome::Routed,
+            Verdict::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
+            Verdict::Full => Outcome::TargetFull,
+            Verdict::Unreachable => Outcome::error(
+                codes::UNAVAILABLE,
+                "the relay cluster is unreachable from this node; this message was not \
+                 delivered, try again or reconnect",
+            ),
+            Verdict::Absent => Outcome::error(
+                codes::UNAVAILABLE,
+                "the relay node holding the target is not answering right now (it may be \
+                 reconnecting to the cluster); this message was not delivered, try again",
+            ),
+            Verdict::TimedOut => Outcome::error(
+                codes::UNAVAILABLE,
+                format!(
+                    "the relay node holding the target did not answer within {} ms; the \
+                     message may not have been delivered",
+                    self.cluster_timeout.as_millis()
+                ),
+            ),
+            Verdict::Refused => Outcome::error(
+                codes::UNAVAILABLE,
+                "the relay node holding the target refused the forwarded message; it was \
+                 not delivered",
+            ),
+        }
+    }
+
     fn init(&self, session: &mut Session<M>) -> Outcome {
         let address = loop {
-            let candidate = match (self.draw)() {
+            let candidate = match self.addressing.draw() {
                 Ok(candidate) => candidate,
                 Err(reason) => {
                     tracing::error!(%reason, "the OS random source failed; cannot assign an address");
@@ -254,16 +293,29 @@ mod tests {
         }
     }
 
-    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    /// Addresses 1, 2, 3, ...: all here.
+    #[derive(Default)]
+    struct Counting(AtomicU64);
 
-    fn counting() -> Result<Address, String> {
-        Ok(Address::from_bits(u128::from(
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-        )))
+    impl Addressing for Counting {
+        fn draw(&self) -> Result<Address, String> {
+            Ok(Address::from_bits(u128::from(
+                self.0.fetch_add(1, Ordering::Relaxed) + 1,
+            )))
+        }
+
+        fn home(&self, _: Address) -> Home {
+            Home::Here
+        }
     }
 
     fn relay(rate: Option<u32>) -> Relay<Recorder> {
-        Relay::new(Arc::new(Directory::new()), rate, counting)
+        Relay::new(
+            Arc::new(Directory::new()),
+            rate,
+            Arc::new(Counting::default()),
+            std::time::Duration::from_secs(2),
+        )
     }
 
     fn init(relay: &Relay<Recorder>, s: &mut Session<Recorder>) -> Address {

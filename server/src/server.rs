@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -13,12 +13,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::addressing::{Addressing, NodeId, Random, Sealed};
+use crate::cluster::{Cluster, Subscriptions};
 use crate::config::Config;
 use crate::connection::Outbox;
 use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::relay::{Relay, random_address};
+use crate::relay::Relay;
 use crate::{listener, metrics, tls};
 
 /// What every connection task of one server shares.
@@ -34,6 +36,16 @@ pub(crate) struct Shared {
     /// Counts connections that have fully ended (address released, slot freed), so that
     /// tests and embedders can await that event instead of polling.
     pub(crate) ended: watch::Sender<u64>,
+    /// This node's live addresses (also inside `relay`), which requests from other nodes
+    /// are delivered to.
+    pub(crate) directory: Arc<Directory<Outbox>>,
+    /// The link to the other nodes, in cluster mode.
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Bumped to close every connection (1001) when the node is cut off from its cluster
+    /// for longer than the grace period.
+    pub(crate) evictions: watch::Sender<u64>,
+    /// While set, new handshakes get HTTP 503: the node is cut off from its cluster.
+    pub(crate) refusing: AtomicBool,
 }
 
 /// A relay whose listeners are bound but not yet serving.
@@ -55,6 +67,8 @@ pub struct Server {
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
+    /// In cluster mode, this node's subscriptions, served once it runs.
+    subscriptions: Option<Subscriptions>,
 }
 
 /// A cheap, cloneable view of a server: its live state, and a way to stop it.
@@ -102,15 +116,49 @@ impl Server {
             let directory = Arc::clone(&directory);
             Box::new(move || directory.live())
         };
+        let metrics = Arc::new(Metrics::new(live_addresses, config.cluster.is_some()));
+        let (addressing, cluster, subscriptions): (Arc<dyn Addressing>, _, _) =
+            match &config.cluster {
+                None => (Arc::new(Random), None, None),
+                Some(cluster_config) => {
+                    let node = NodeId::random()
+                        .map_err(|e| Error::Cluster(format!("the OS random source failed: {e}")))?;
+                    let (cluster, subscriptions) = Cluster::connect(
+                        cluster_config,
+                        node,
+                        config.max_message_bytes,
+                        Arc::clone(&metrics),
+                    )
+                    .await?;
+                    (
+                        Arc::new(Sealed::new(&cluster_config.key, node)),
+                        Some(cluster),
+                        Some(subscriptions),
+                    )
+                }
+            };
+        let cluster_timeout = config
+            .cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.timeout);
         let shared = Arc::new(Shared {
-            relay: Relay::new(directory, config.max_msgs_per_sec, random_address),
+            relay: Relay::new(
+                Arc::clone(&directory),
+                config.max_msgs_per_sec,
+                addressing,
+                cluster_timeout,
+            ),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
             ws_config,
-            metrics: Arc::new(Metrics::new(live_addresses)),
+            metrics,
             shutdown: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
             ended: watch::Sender::new(0),
+            directory,
+            cluster,
+            evictions: watch::Sender::new(0),
+            refusing: AtomicBool::new(false),
         });
         Ok(Self {
             listeners,
@@ -118,6 +166,7 @@ impl Server {
             metrics_listener,
             tls,
             shared,
+            subscriptions,
         })
     }
 
@@ -151,8 +200,29 @@ impl Server {
             metrics_listener,
             tls,
             shared,
+            subscriptions,
         } = self;
         let tasks = TaskTracker::new();
+        // The cluster link's tasks stop after the connections, so that ROUTEs still in
+        // flight during shutdown get their verdicts.
+        let link_stop = CancellationToken::new();
+        let link_tasks = TaskTracker::new();
+        if let (Some(cluster), Some(subscriptions)) = (&shared.cluster, subscriptions) {
+            cluster.serve(
+                subscriptions,
+                Arc::clone(&shared.directory),
+                shared.config.max_message_bytes,
+                &link_tasks,
+                &link_stop,
+            );
+            if let Some(grace) = shared.config.cluster.as_ref().map(|c| c.grace) {
+                link_tasks.spawn(evict_when_cut_off(
+                    Arc::clone(&shared),
+                    grace,
+                    link_stop.clone(),
+                ));
+            }
+        }
         for listener in listeners {
             tasks.spawn(listener::accept_loop(
                 listener,
@@ -175,14 +245,31 @@ impl Server {
         // line once everything is bound, which tools read instead of matching prose.
         let listen = urls.join(",");
         let metrics = metrics_addr.map(|a| a.to_string()).unwrap_or_default();
+        let node = shared
+            .cluster
+            .as_ref()
+            .map(|c| format!("{} ({})", c.node_name(), c.node()))
+            .unwrap_or_default();
+        let cluster_note = if node.is_empty() {
+            String::new()
+        } else {
+            format!("; cluster node {node}")
+        };
         match metrics_addr {
             Some(addr) => tracing::info!(
                 event = "ready",
                 %listen,
                 %metrics,
-                "listening on {listen}; metrics on http://{addr}/metrics, health on http://{addr}/healthz"
+                %node,
+                "listening on {listen}; metrics on http://{addr}/metrics, health on http://{addr}/healthz{cluster_note}"
             ),
-            None => tracing::info!(event = "ready", %listen, %metrics, "listening on {listen}"),
+            None => tracing::info!(
+                event = "ready",
+                %listen,
+                %metrics,
+                %node,
+                "listening on {listen}{cluster_note}"
+            ),
         }
 
         tokio::select! {
@@ -202,7 +289,55 @@ impl Server {
                 "shutdown timeout reached with connections still closing"
             );
         }
+        if let Some(cluster) = &shared.cluster {
+            link_stop.cancel();
+            link_tasks.close();
+            link_tasks.wait().await;
+            cluster.close().await;
+        }
         tracing::info!("stopped");
+    }
+}
+
+/// Close every connection (1001) and refuse new ones (HTTP 503) while the node has been
+/// cut off from its cluster for longer than `grace`: its clients are better served by a
+/// node that can reach everyone. When the link is back, accept again.
+async fn evict_when_cut_off(
+    shared: Arc<Shared>,
+    grace: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let mut link = cluster.link().watch();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = link.wait_for(|up| !*up) => if changed.is_err() { return },
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tokio::time::sleep(grace) => {}
+            back = link.wait_for(|up| *up) => if back.is_err() { return } else { continue },
+        }
+        let open = shared.config.max_connections - shared.slots.available_permits();
+        tracing::warn!(
+            event = "cluster_evicting",
+            open_connections = open,
+            "cut off from the cluster for {} s: closing every connection (1001) and refusing \
+             new ones until the link is back",
+            grace.as_secs_f64()
+        );
+        shared.refusing.store(true, Ordering::Release);
+        shared.metrics.cluster_evictions.inc_by(open as u64);
+        shared.evictions.send_modify(|n| *n += 1);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            back = link.wait_for(|up| *up) => if back.is_err() { return },
+        }
+        shared.refusing.store(false, Ordering::Release);
+        tracing::info!("the cluster link is back: accepting connections again");
     }
 }
 
@@ -247,6 +382,29 @@ impl Handle {
     #[must_use]
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render()
+    }
+
+    /// In cluster mode, whether this node's link to NATS is up; `None` for a single relay.
+    #[must_use]
+    pub fn cluster_link_up(&self) -> Option<bool> {
+        self.shared.cluster.as_ref().map(|c| c.link().is_up())
+    }
+
+    /// In cluster mode, the NATS server this node is (or was last) connected to, as
+    /// `host:port`.
+    #[must_use]
+    pub fn cluster_nats_server(&self) -> Option<String> {
+        self.shared.cluster.as_ref().map(|c| c.nats_server())
+    }
+
+    /// In cluster mode, wait until this node's link to NATS is `up` (or down); returns at
+    /// once for a single relay.
+    pub async fn wait_for_cluster_link(&self, up: bool) {
+        if let Some(cluster) = &self.shared.cluster {
+            let mut link = cluster.link().watch();
+            // The sender lives in the cluster link, which this handle keeps alive.
+            let _ = link.wait_for(|now| *now == up).await;
+        }
     }
 
     /// Begin a graceful shutdown; [`Server::run`] returns when it is done.

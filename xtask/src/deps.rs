@@ -19,6 +19,28 @@ const ALLOWED_DUPLICATES: &[(&str, &str)] = &[
         "fancy-regex (jsonschema) and proptest (tests only) pin different versions",
     ),
     ("bit-vec", "with bit-set"),
+    (
+        "base64",
+        "0.22 via async-nats (cluster mode), 0.23 via rcgen's pem (tests only)",
+    ),
+    (
+        "rand",
+        "0.8 via nkeys (async-nats's credentials-file support, cluster mode), 0.10 via \
+         async-nats itself, tungstenite and proptest",
+    ),
+    ("rand_core", "with rand"),
+    (
+        "digest",
+        "two generations of RustCrypto: 0.10 via nkeys' ed25519 (credentials files, cluster \
+         mode), 0.11 via sha1 in tungstenite; nothing newer of nkeys exists",
+    ),
+    (
+        "crypto-common",
+        "with digest; aes 0.8 (cluster addresses) is on the 0.1 generation too",
+    ),
+    ("block-buffer", "with digest"),
+    ("const-oid", "with digest (nkeys' pkcs8 vs sha1)"),
+    ("cpufeatures", "with digest and aes 0.8"),
 ];
 
 #[cfg(test)]

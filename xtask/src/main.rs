@@ -15,6 +15,7 @@ mod report;
 mod schema_diff;
 mod schema_growth;
 mod soak;
+mod test;
 mod vendor;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run every test of the workspace, first installing what they need: the cluster tests
+    /// run a real nats-server, which this installs (Debian's package, through apt-get) when
+    /// it is missing. Extra arguments go to `cargo test --workspace`.
+    Test {
+        /// Passed on to `cargo test --workspace` (e.g. `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Generate Rust code (and embedded copies) from the JSON Schemas and session files.
     ///
     /// Writes `messages/src/generated.rs` (the message types, their constructors,
@@ -109,6 +118,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Test { args } => test::run(&args),
         Command::Codegen { check } => codegen::run(if check {
             ensure::Mode::Check
         } else {

@@ -1,6 +1,7 @@
 //! Shared test support: a real server on 127.0.0.1:0 and a raw tokio-tungstenite client.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod cluster;
 pub mod hostile;
 pub mod process;
 pub mod raw;
@@ -23,6 +24,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestServer {
     pub url: String,
     pub handle: Handle,
+    /// The /healthz + /metrics address, when the config asked for one.
+    pub metrics: Option<std::net::SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -31,8 +34,38 @@ impl TestServer {
         let server = Server::bind(config).await.expect("bind");
         let url = format!("ws://{}", server.local_addrs()[0]);
         let handle = server.handle();
+        let metrics = server.metrics_addr();
         let task = tokio::spawn(server.run(std::future::pending()));
-        Self { url, handle, task }
+        Self {
+            url,
+            handle,
+            metrics,
+            task,
+        }
+    }
+
+    /// `GET /healthz`: the status code and body.
+    pub async fn health(&self) -> (u16, String) {
+        let addr = self.metrics.expect("started with metrics_listen");
+        let mut stream = TcpStream::connect(addr).await.expect("connect /healthz");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: relay\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("an HTTP status line");
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, body)
     }
 
     pub async fn default() -> Self {
@@ -62,6 +95,11 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("connect");
+        // As real clients do (ours does): without it, a second small frame written before
+        // the first is acknowledged waits for a delayed ACK, 40 ms on Linux.
+        if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            tcp.set_nodelay(true).expect("nodelay");
+        }
         Self { ws }
     }
 

@@ -1,0 +1,637 @@
+//! Cluster mode: nodes joined through NATS behave as one relay (docs/cluster.md).
+//!
+//! Each node holds only its own connections' addresses; an address says which node holds
+//! it (`addressing::Sealed`). A ROUTE to another node's address is published once to that
+//! node's subject with a reply subject naming the request; the node delivers it to its
+//! directory exactly as it would a local ROUTE and answers one byte, the verdict. Each
+//! node has exactly three subscriptions — its requests, its verdicts and the cluster's
+//! presence beats — whatever its number of connections. Everything else (INIT, re-INIT,
+//! release, routes between two connections of one node) never touches NATS.
+//!
+//! When nobody subscribes to the holder's subject, NATS answers "no responders". That
+//! means the node is gone — or failing over between NATS servers. Heartbeats tell the two
+//! apart: a node heard from within the peer timeout is presumed alive (the sender gets
+//! 503: try again), a node silent for longer, or that said it was leaving, is gone (404).
+
+mod wire;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::{ConnectOptions, Event, ServerAddr, StatusCode, Subscriber};
+use bytes::Bytes;
+use compendium_messages::Payload;
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::addressing::NodeId;
+use crate::config::ClusterConfig;
+use crate::connection::Outbox;
+use crate::directory::{Delivery, Directory};
+use crate::error::Error;
+use crate::metrics::{Metrics, NodeLabels, VerdictLabel};
+use crate::remote::{Forward, Verdict};
+
+/// A node's link to its cluster.
+pub(crate) struct Cluster {
+    client: async_nats::Client,
+    node: NodeId,
+    node_name: String,
+    prefix: String,
+    timeout: Duration,
+    heartbeat: Duration,
+    peer_timeout: Duration,
+    link: Arc<LinkState>,
+    /// Forwarded ROUTEs waiting for their verdict, by request id: the node asked, and
+    /// where to send the verdict.
+    pending: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Verdict>)>>,
+    next_id: AtomicU64,
+    /// When each other node was last heard from, or that it left.
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What this node knows of another.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    /// Its last heartbeat arrived then.
+    HeardAt(Instant),
+    /// It said it was leaving.
+    Left,
+}
+
+/// This node's subscriptions, served once the relay runs.
+pub(crate) struct Subscriptions {
+    requests: Subscriber,
+    verdicts: Subscriber,
+    presence: Subscriber,
+}
+
+/// Whether the node is connected to NATS, as its client's events say.
+pub(crate) struct LinkState {
+    up: AtomicBool,
+    /// When the link last came up: no heartbeat could arrive before, so silence until
+    /// then says nothing about other nodes.
+    up_since: Mutex<Instant>,
+    changes: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl LinkState {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            up: AtomicBool::new(false),
+            up_since: Mutex::new(Instant::now()),
+            changes: watch::Sender::new(false),
+            metrics,
+        }
+    }
+
+    fn up_since(&self) -> Instant {
+        *self.up_since.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the link to NATS is up.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Record the link's state; logs and counts only changes, never once per message.
+    fn set(&self, up: bool, how: &str) {
+        if self.up.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        if up {
+            *self.up_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        self.metrics.cluster_link_up.set(i64::from(up));
+        let _ = self.changes.send_replace(up);
+        if up {
+            tracing::info!(event = "cluster_link_up", "cluster link up ({how})");
+        } else {
+            tracing::warn!(
+                event = "cluster_link_down",
+                "cluster link down ({how}): routes to other nodes get ERR 503 until it is back"
+            );
+        }
+    }
+
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::Connected => self.set(true, "connected to NATS"),
+            Event::Disconnected => self.set(false, "disconnected from NATS"),
+            Event::SlowConsumer(sid) => {
+                self.metrics.cluster_slow_consumer.inc();
+                tracing::warn!(
+                    subscription = sid,
+                    "cluster link: NATS messages dropped for a slow subscription; the \
+                     ROUTEs concerned get ERR 503 when their verdicts time out"
+                );
+            }
+            Event::ServerError(err) => tracing::warn!(error = %err, "cluster link: NATS error"),
+            Event::ClientError(err) => tracing::warn!(error = %err, "cluster link: client error"),
+            Event::LameDuckMode => tracing::info!("cluster link: the NATS server is going away"),
+            Event::Draining | Event::Closed => {}
+        }
+    }
+
+    /// A receiver that sees every change of the link's state.
+    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
+        self.changes.subscribe()
+    }
+}
+
+impl Cluster {
+    /// Connect to NATS as node `node`, check that it carries the largest message this
+    /// relay accepts, and subscribe to this node's subjects.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] naming the URLs and what went wrong: unreachable, refused
+    /// credentials, a `max_payload` too small.
+    pub(crate) async fn connect(
+        config: &ClusterConfig,
+        node: NodeId,
+        max_message_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Self>, Subscriptions), Error> {
+        let urls = config.urls.join(", ");
+        let fail = |what: String| Error::Cluster(format!("NATS at {urls}: {what}"));
+        let addrs = config
+            .urls
+            .iter()
+            .map(|url| {
+                url.parse::<ServerAddr>()
+                    .map_err(|e| Error::Cluster(format!("{url:?} is not a NATS URL: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let link = Arc::new(LinkState::new(Arc::clone(&metrics)));
+        let events = Arc::clone(&link);
+        let mut options = ConnectOptions::new()
+            .name(format!("compendium-server {} ({node})", config.node_name))
+            .ping_interval(config.ping_interval)
+            .connection_timeout(config.connect_timeout)
+            // Commands queue here while the link writes; a busy node forwards many.
+            .client_capacity(1 << 16)
+            .subscription_capacity(1 << 16)
+            .max_reconnects(None)
+            // Fail over fast, well within the other nodes' peer timeout: the first retry
+            // at once (it tries the next server), then 50 ms more each time, at most 1 s.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(
+                    (attempts as u64)
+                        .saturating_sub(1)
+                        .saturating_mul(50)
+                        .min(1000),
+                )
+            })
+            .event_callback(move |event| {
+                let events = Arc::clone(&events);
+                async move { events.on_event(&event) }
+            });
+        if let Some(path) = &config.credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                Error::Cluster(format!(
+                    "cannot use the NATS credentials file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let client = tokio::time::timeout(config.connect_timeout, options.connect(addrs))
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "no connection within {} s",
+                    config.connect_timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let max_payload = client.server_info().max_payload;
+        if max_payload < max_message_bytes {
+            return Err(fail(format!(
+                "it carries at most {max_payload} bytes per message (its max_payload), less \
+                 than this relay's --max-message-bytes {max_message_bytes}: raise max_payload \
+                 in the NATS server's configuration, or lower --max-message-bytes"
+            )));
+        }
+        let prefix = config.subject_prefix.clone();
+        let requests = client
+            .subscribe(format!("{prefix}.node.{node}"))
+            .await
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        let verdicts = client
+            .subscribe(format!("{prefix}.verdict.{node}.*"))
+            .await
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        let presence = client
+            .subscribe(format!("{prefix}.presence"))
+            .await
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        // The subscriptions must be in place at the server before this node hands out an
+        // address that another node might route to.
+        client
+            .flush()
+            .await
+            .map_err(|e| fail(format!("cannot flush: {e}")))?;
+        metrics
+            .cluster_node
+            .get_or_create(&NodeLabels {
+                node_name: config.node_name.clone(),
+                node_id: node.to_string(),
+            })
+            .set(1);
+        link.set(true, &format!("connected to NATS at {urls}"));
+        let cluster = Arc::new(Self {
+            client,
+            node,
+            node_name: config.node_name.clone(),
+            prefix,
+            timeout: config.timeout,
+            heartbeat: config.heartbeat,
+            peer_timeout: config.peer_timeout,
+            link,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            peers: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        // The others hear of this node before it hands out its first address.
+        cluster.beat(wire::Presence::Beat(node)).await;
+        Ok((
+            cluster,
+            Subscriptions {
+                requests,
+                verdicts,
+                presence,
+            },
+        ))
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// This node's name.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The link's state.
+    pub(crate) fn link(&self) -> &LinkState {
+        &self.link
+    }
+
+    /// The NATS server this node is (or was last) connected to, `host:port` as it
+    /// announces itself.
+    pub(crate) fn nats_server(&self) -> String {
+        let info = self.client.server_info();
+        format!("{}:{}", info.host, info.port)
+    }
+
+    /// Publish a ROUTE to the node that holds its target; the returned future resolves to
+    /// its verdict (or [`Verdict::TimedOut`] after the cluster timeout). Calls from one
+    /// connection are published in the order they are made, so DELIVERs from one sender
+    /// to one target keep their order (rule 3.5).
+    pub(crate) async fn forward(self: &Arc<Self>, forward: Forward) -> Pending {
+        if !self.link.is_up() {
+            return Pending::ready(Verdict::Unreachable);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending_map().insert(id, (forward.node, tx));
+        let started = Instant::now();
+        let expires = unix_millis(SystemTime::now() + self.timeout);
+        let payload = wire::encode_request(expires, forward.address, forward.msg.as_str());
+        let subject = format!("{}.node.{}", self.prefix, forward.node);
+        let reply = format!("{}.verdict.{}.{id}", self.prefix, self.node);
+        self.metrics.cluster_routes_sent.inc();
+        if let Err(err) = self
+            .client
+            .publish_with_reply(subject, reply, Bytes::from(payload))
+            .await
+        {
+            self.pending_map().remove(&id);
+            tracing::debug!(error = %err, "cluster link: cannot publish a forwarded ROUTE");
+            return Pending::ready(Verdict::Unreachable);
+        }
+        Pending {
+            state: PendingState::Waiting {
+                rx,
+                deadline: Box::pin(tokio::time::sleep(self.timeout)),
+                id,
+                started,
+                cluster: Arc::clone(self),
+            },
+        }
+    }
+
+    fn pending_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Verdict>)>> {
+        // A panic elsewhere cannot leave the map half-updated; keep serving.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deliver requests from other nodes to this node's connections, in the order they
+    /// arrive, answering each with its verdict; until `stop`.
+    async fn serve_requests(
+        self: Arc<Self>,
+        mut requests: Subscriber,
+        directory: Arc<Directory<Outbox>>,
+        max_message_bytes: usize,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = requests.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            self.metrics.cluster_routes_received.inc();
+            let verdict = judge(&directory, &message.payload, max_message_bytes);
+            if let Some(reply) = message.reply {
+                let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
+                if let Err(err) = self.client.publish(reply, answer).await {
+                    tracing::debug!(error = %err, "cluster link: cannot answer a forwarded ROUTE");
+                }
+            }
+        }
+    }
+
+    /// Hand each verdict to the ROUTE waiting for it; until `stop`.
+    async fn collect_verdicts(self: Arc<Self>, mut verdicts: Subscriber, stop: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = verdicts.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let Some(id) = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|token| token.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let Some((node, waiting)) = self.pending_map().remove(&id) else {
+                continue;
+            };
+            // NATS answers for the holder when nobody subscribes to its subject.
+            let verdict = if message.status == Some(StatusCode::NO_RESPONDERS) {
+                self.absent(node)
+            } else {
+                wire::decode_verdict(&message.payload)
+            };
+            let _ = waiting.send(verdict);
+        }
+    }
+
+    /// The verdict when nobody subscribes to `node`'s subject: it is gone (404: its
+    /// addresses went with it, rule 3.10) if it said so, was never heard of, or has been
+    /// silent for the peer timeout; otherwise it is presumed to be failing over (503).
+    fn absent(&self, node: NodeId) -> Verdict {
+        let peer = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied();
+        match peer {
+            None | Some(Peer::Left) => Verdict::NotFound,
+            Some(Peer::HeardAt(at)) => {
+                // Silence while this node's own link was down says nothing about the other.
+                let since = at.max(self.link.up_since());
+                if since.elapsed() < self.peer_timeout {
+                    Verdict::Absent
+                } else {
+                    Verdict::NotFound
+                }
+            }
+        }
+    }
+
+    /// Say `presence` to the other nodes (nothing if the link is down).
+    async fn beat(&self, presence: wire::Presence) {
+        let bytes = Bytes::copy_from_slice(&wire::encode_presence(presence));
+        if let Err(err) = self
+            .client
+            .publish(format!("{}.presence", self.prefix), bytes)
+            .await
+        {
+            tracing::debug!(error = %err, "cluster link: cannot publish a heartbeat");
+        }
+    }
+
+    /// Tell the other nodes this node is alive, every heartbeat, until `stop`.
+    pub(crate) async fn keep_beating(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.heartbeat);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if self.link.is_up() {
+                self.beat(wire::Presence::Beat(self.node)).await;
+            }
+        }
+    }
+
+    /// Record the other nodes' heartbeats and farewells, until `stop`.
+    pub(crate) async fn hear_presence(
+        self: Arc<Self>,
+        mut presence: Subscriber,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = presence.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let (node, peer) = match wire::decode_presence(&message.payload) {
+                Some(wire::Presence::Beat(node)) => (node, Peer::HeardAt(Instant::now())),
+                Some(wire::Presence::Leaving(node)) => (node, Peer::Left),
+                None => continue,
+            };
+            if node != self.node {
+                self.peers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(node, peer);
+            }
+        }
+    }
+
+    /// Serve this node's subscriptions until `stop`, each in a task of `tasks`, with
+    /// requests delivered to `directory`.
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        subscriptions: Subscriptions,
+        directory: Arc<Directory<Outbox>>,
+        max_message_bytes: usize,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: &CancellationToken,
+    ) {
+        tasks.spawn(Arc::clone(self).serve_requests(
+            subscriptions.requests,
+            directory,
+            max_message_bytes,
+            stop.clone(),
+        ));
+        tasks.spawn(Arc::clone(self).collect_verdicts(subscriptions.verdicts, stop.clone()));
+        tasks.spawn(Arc::clone(self).hear_presence(subscriptions.presence, stop.clone()));
+        tasks.spawn(Arc::clone(self).keep_beating(stop.clone()));
+    }
+
+    /// Close the cluster link: tell the others this node is leaving (its addresses get 404
+    /// at once), unsubscribe, and flush what is still to be sent.
+    pub(crate) async fn close(&self) {
+        self.beat(wire::Presence::Leaving(self.node)).await;
+        // On the wire before anything else happens to the connection.
+        if let Err(err) = self.client.flush().await {
+            tracing::debug!(error = %err, "cluster link: flush failed");
+        }
+        if let Err(err) = self.client.drain().await {
+            tracing::debug!(error = %err, "cluster link: drain failed");
+        }
+    }
+}
+
+/// What this node says to a request from another: the same as for a local ROUTE, once the
+/// request has been checked like any input from the network.
+fn judge(directory: &Directory<Outbox>, bytes: &[u8], max_message_bytes: usize) -> Verdict {
+    let request = match wire::decode_request(bytes) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::warn!(error = %err, "cluster link: a malformed request was refused");
+            return Verdict::Refused;
+        }
+    };
+    if request.expires_ms < unix_millis(SystemTime::now()) {
+        // Its sender has answered 503 already: delivering it now would contradict that.
+        return Verdict::TimedOut;
+    }
+    if request.msg.len() > max_message_bytes {
+        return Verdict::Refused;
+    }
+    let Some(payload) = std::str::from_utf8(request.msg)
+        .ok()
+        .and_then(|text| Payload::from_json(text).ok())
+    else {
+        tracing::warn!("cluster link: a request whose msg is not a valid JSON object was refused");
+        return Verdict::Refused;
+    };
+    match directory.deliver(request.address, payload.deliver_frame()) {
+        Delivery::Queued => Verdict::Delivered,
+        Delivery::NotFound => Verdict::NotFound,
+        Delivery::Full => Verdict::Full,
+    }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The verdict of a forwarded ROUTE, when it comes.
+pub(crate) struct Pending {
+    state: PendingState,
+}
+
+enum PendingState {
+    Ready(Option<Verdict>),
+    Waiting {
+        rx: oneshot::Receiver<Verdict>,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        id: u64,
+        started: Instant,
+        cluster: Arc<Cluster>,
+    },
+}
+
+impl Pending {
+    fn ready(verdict: Verdict) -> Self {
+        Self {
+            state: PendingState::Ready(Some(verdict)),
+        }
+    }
+
+    /// The verdict of a ROUTE that could not be sent: the cluster is unreachable.
+    pub(crate) fn unreachable() -> Self {
+        Self::ready(Verdict::Unreachable)
+    }
+}
+
+impl Future for Pending {
+    type Output = Verdict;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Verdict> {
+        let verdict = match &mut self.state {
+            PendingState::Ready(verdict) => verdict.take().unwrap_or(Verdict::Refused),
+            PendingState::Waiting {
+                rx,
+                deadline,
+                id,
+                started,
+                cluster,
+            } => {
+                if let Poll::Ready(answer) = Pin::new(rx).poll(cx) {
+                    cluster
+                        .metrics
+                        .cluster_verdict_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    // The sender vanishes only if the link task is gone.
+                    answer.unwrap_or(Verdict::Unreachable)
+                } else if deadline.as_mut().poll(cx).is_ready() {
+                    cluster.pending_map().remove(id);
+                    Verdict::TimedOut
+                } else {
+                    return Poll::Pending;
+                }
+            }
+        };
+        self.state = PendingState::Ready(None);
+        Poll::Ready(verdict)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // A connection that ends before its verdict arrives leaves no entry behind.
+        if let PendingState::Waiting { id, cluster, .. } = &self.state {
+            cluster.pending_map().remove(id);
+        }
+    }
+}
+
+/// A verdict as a metric label.
+pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
+    VerdictLabel {
+        verdict: match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::NotFound => "not_found",
+            Verdict::Full => "full",
+            Verdict::Unreachable => "unreachable",
+            Verdict::Absent => "absent",
+            Verdict::TimedOut => "timed_out",
+            Verdict::Refused => "refused",
+        },
+    }
+}

@@ -1,0 +1,204 @@
+//! What nodes say to each other over NATS, byte for byte. Pure functions: no NATS here.
+//!
+//! A forwarded ROUTE goes to the subject of the node that holds its target
+//! (`<prefix>.node.<node id>`), with a reply subject that names the request
+//! (`<prefix>.verdict.<sender's node id>.<request id>`):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0 | format version, 1 |
+//! | 1..9 | the time after which it must not be delivered: Unix milliseconds, big-endian |
+//! | 9..25 | the target address |
+//! | 25.. | the `msg`, the sender's exact JSON text |
+//!
+//! The answer is one byte on the reply subject: the [`Verdict`]. Every node also says it is
+//! alive on `<prefix>.presence` (six bytes: version, kind, node id), so that a node whose
+//! subject has no subscriber is told apart from one that is failing over. A node that receives a
+//! request treats it as untrusted input: it checks the length, the version, the expiry,
+//! and that `msg` is a JSON object within the protocol's limits before delivering it.
+
+use compendium_messages::Address;
+
+use crate::addressing::NodeId;
+use crate::remote::Verdict;
+
+/// The format version this node writes and reads.
+const VERSION: u8 = 1;
+
+/// Bytes before the `msg`.
+pub(crate) const HEADER: usize = 25;
+
+/// A forwarded ROUTE, as read from the wire (`msg` not yet validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request<'a> {
+    /// Unix milliseconds after which it must not be delivered.
+    pub(crate) expires_ms: u64,
+    pub(crate) address: Address,
+    pub(crate) msg: &'a [u8],
+}
+
+/// Why a request could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    TooShort(usize),
+    Version(u8),
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooShort(len) => write!(f, "{len} bytes, fewer than the {HEADER}-byte header"),
+            Self::Version(v) => write!(f, "format version {v}, this node reads {VERSION}"),
+        }
+    }
+}
+
+/// The bytes of a forwarded ROUTE.
+pub(crate) fn encode_request(expires_ms: u64, address: Address, msg: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + msg.len());
+    out.push(VERSION);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(&address.to_bits().to_be_bytes());
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
+
+/// Read a forwarded ROUTE.
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<Request<'_>, Malformed> {
+    if bytes.len() < HEADER {
+        return Err(Malformed::TooShort(bytes.len()));
+    }
+    if bytes[0] != VERSION {
+        return Err(Malformed::Version(bytes[0]));
+    }
+    let mut expires = [0u8; 8];
+    expires.copy_from_slice(&bytes[1..9]);
+    let mut address = [0u8; 16];
+    address.copy_from_slice(&bytes[9..25]);
+    Ok(Request {
+        expires_ms: u64::from_be_bytes(expires),
+        address: Address::from_bits(u128::from_be_bytes(address)),
+        msg: &bytes[HEADER..],
+    })
+}
+
+/// The one byte that answers a request.
+pub(crate) fn encode_verdict(verdict: Verdict) -> [u8; 1] {
+    [match verdict {
+        Verdict::Delivered => 0,
+        Verdict::NotFound => 1,
+        Verdict::Full => 2,
+        Verdict::TimedOut => 3,
+        Verdict::Refused => 4,
+        // Never sent: a node that cannot reach NATS cannot answer at all, and absence
+        // is what a node concludes when nobody answers.
+        Verdict::Unreachable => 5,
+        Verdict::Absent => 6,
+    }]
+}
+
+/// Read an answer; anything unknown counts as a refusal (nothing is known to be delivered).
+pub(crate) fn decode_verdict(bytes: &[u8]) -> Verdict {
+    match bytes {
+        [0] => Verdict::Delivered,
+        [1] => Verdict::NotFound,
+        [2] => Verdict::Full,
+        [3] => Verdict::TimedOut,
+        [5] => Verdict::Unreachable,
+        [6] => Verdict::Absent,
+        _ => Verdict::Refused,
+    }
+}
+
+/// What a node says on `<prefix>.presence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    /// "I am here" (every heartbeat).
+    Beat(NodeId),
+    /// "I am leaving" (graceful shutdown): its addresses are gone now.
+    Leaving(NodeId),
+}
+
+/// The bytes of a presence message: version, kind (0 beat, 1 leaving), node id.
+pub(crate) fn encode_presence(presence: Presence) -> [u8; 6] {
+    let (kind, node) = match presence {
+        Presence::Beat(node) => (0, node),
+        Presence::Leaving(node) => (1, node),
+    };
+    let id = node.0.to_be_bytes();
+    [VERSION, kind, id[0], id[1], id[2], id[3]]
+}
+
+/// Read a presence message; `None` for anything else.
+pub(crate) fn decode_presence(bytes: &[u8]) -> Option<Presence> {
+    match bytes {
+        [VERSION, kind, a, b, c, d] => {
+            let node = NodeId(u32::from_be_bytes([*a, *b, *c, *d]));
+            match kind {
+                0 => Some(Presence::Beat(node)),
+                1 => Some(Presence::Leaving(node)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reads_back_as_written() {
+        let address = Address::from_bits(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff);
+        let bytes = encode_request(1_700_000_000_123, address, r#"{"a":1}"#);
+        assert_eq!(bytes.len(), HEADER + 7);
+        assert_eq!(
+            decode_request(&bytes),
+            Ok(Request {
+                expires_ms: 1_700_000_000_123,
+                address,
+                msg: br#"{"a":1}"#,
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_not_misread() {
+        assert_eq!(decode_request(&[1; 24]), Err(Malformed::TooShort(24)));
+        let mut bytes = encode_request(0, Address::from_bits(1), "{}");
+        bytes[0] = 2;
+        assert_eq!(decode_request(&bytes), Err(Malformed::Version(2)));
+    }
+
+    #[test]
+    fn presence_round_trips_and_junk_is_ignored() {
+        for presence in [
+            Presence::Beat(NodeId(7)),
+            Presence::Leaving(NodeId(u32::MAX)),
+        ] {
+            assert_eq!(decode_presence(&encode_presence(presence)), Some(presence));
+        }
+        assert_eq!(decode_presence(&[1, 2, 0, 0, 0, 0]), None);
+        assert_eq!(decode_presence(&[2, 0, 0, 0, 0, 0]), None);
+        assert_eq!(decode_presence(b"hello"), None);
+    }
+
+    #[test]
+    fn verdicts_round_trip_and_unknown_bytes_are_refusals() {
+        for verdict in [
+            Verdict::Delivered,
+            Verdict::NotFound,
+            Verdict::Full,
+            Verdict::TimedOut,
+            Verdict::Refused,
+            Verdict::Unreachable,
+            Verdict::Absent,
+        ] {
+            assert_eq!(decode_verdict(&encode_verdict(verdict)), verdict);
+        }
+        assert_eq!(decode_verdict(&[]), Verdict::Refused);
+        assert_eq!(decode_verdict(&[0, 0]), Verdict::Refused);
+        assert_eq!(decode_verdict(&[9]), Verdict::Refused);
+    }
+}

@@ -1,0 +1,40 @@
+//! What the relay's rules know of other nodes: a ROUTE forwarded to the node that holds its
+//! target, and the verdict that comes back. Plain data; the cluster link (`cluster/`)
+//! carries it.
+
+use compendium_messages::{Address, Payload};
+
+use crate::addressing::NodeId;
+
+/// A ROUTE whose target lives on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Forward {
+    /// The node that holds `address`.
+    pub(crate) node: NodeId,
+    /// The target.
+    pub(crate) address: Address,
+    /// What to deliver (the sender's exact bytes).
+    pub(crate) msg: Payload,
+}
+
+/// What became of a forwarded ROUTE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Queued for the target on its node.
+    Delivered,
+    /// No live connection holds the address (rule 3.6); also when its node is gone.
+    NotFound,
+    /// The target's queue is full (rule 3.8).
+    Full,
+    /// The cluster link is down: nothing was sent.
+    Unreachable,
+    /// Nobody answered for the holder's node, which was alive a moment ago: it may be
+    /// failing over to another NATS server. Nothing was delivered.
+    Absent,
+    /// No verdict within the cluster timeout: the link or the holder's node failed while
+    /// the message was on its way, so whether it was delivered is unknown.
+    TimedOut,
+    /// The holder's node refused the forwarded message as malformed (a version mismatch
+    /// between nodes, or a forgery): nothing was delivered.
+    Refused,
+}

@@ -1,0 +1,217 @@
+//! Cluster mode with every node a `compendium-server` process, for what only a process can
+//! show: `kill -9` of a node, SIGTERM of one node, and startup errors (docs/cluster.md).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use compendium_harness::{Nats, PATIENCE, Relay};
+use compendium_server::NOT_FOUND_TEXT;
+use support::cluster::KEY;
+use support::process::bin;
+use support::{Client, deliver};
+
+/// A node process joined through `nats`.
+fn node(nats: &Nats, name: &str) -> Relay {
+    let mut command = Relay::command(bin());
+    command
+        .args(["--cluster", &nats.url(), "--node-name", name])
+        .args(["--cluster-ping-interval", "0.5"])
+        .env("COMPENDIUM_CLUSTER_KEY", KEY);
+    Relay::start(command).expect("the node starts")
+}
+
+/// The relay binary with `args` and the test key; its exit status and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let output = support::process::server()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("COMPENDIUM_CLUSTER_KEY", KEY)
+        .output()
+        .expect("run");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A node dies (`kill -9`): the other nodes answer ROUTEs to its addresses with 404 within
+/// a second. NATS drops a dead connection's subscriptions at once, so a ROUTE to it is
+/// answered "no responders"; until the node's heartbeats have been missing for the peer
+/// timeout (0.8 s) it might be failing over, so the sender gets 503 (never a DELIVER, never
+/// silence), then 404.
+#[test]
+fn kill_9_of_a_node_makes_its_addresses_404_elsewhere_within_a_second() {
+    let nats = Nats::start().expect("nats-server");
+    let node1 = node(&nats, "node1");
+    let mut node2 = node(&nats, "node2");
+    let rt = runtime();
+    let (mut a, b_addr) = rt.block_on(async {
+        let mut a = Client::connect(node1.url()).await;
+        let mut b = Client::connect(node2.url()).await;
+        let b_addr = b.init().await;
+        a.route(&b_addr, r#"{"before":"kill"}"#).await;
+        assert_eq!(b.recv_text().await, deliver(r#"{"before":"kill"}"#));
+        std::mem::forget(b); // its process is about to die under it
+        (a, b_addr)
+    });
+    node2.process.kill().expect("kill -9");
+    let killed = Instant::now();
+    let (answers, elapsed) = rt.block_on(async {
+        let mut answers = Vec::new();
+        loop {
+            a.route(&b_addr, "{}").await;
+            let answer = a.recv_json().await;
+            let code = answer["errCode"].as_u64();
+            answers.push(answer);
+            match code {
+                Some(404) => return (answers, killed.elapsed()),
+                Some(503) if killed.elapsed() < PATIENCE => {
+                    // Nothing to await: the relay's verdict changes with time alone.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => return (answers, killed.elapsed()),
+            }
+        }
+    });
+    let last = answers.last().expect("an answer");
+    assert_eq!(last["errCode"], 404, "{answers:?}");
+    assert_eq!(last["errMsg"], NOT_FOUND_TEXT);
+    for early in &answers[..answers.len() - 1] {
+        assert_eq!(early["errCode"], 503, "{answers:?}");
+        assert!(
+            early["errMsg"]
+                .as_str()
+                .is_some_and(|m| m.contains("not answering right now")),
+            "{early}"
+        );
+    }
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "404 after {elapsed:?}: {answers:?}"
+    );
+}
+
+/// SIGTERM of one node: its clients get 1001, the other nodes answer its addresses 404,
+/// what it had accepted is delivered, and it exits 0.
+#[test]
+fn sigterm_of_one_node_closes_its_clients_1001_and_its_addresses_404_elsewhere() {
+    let nats = Nats::start().expect("nats-server");
+    let node1 = node(&nats, "node1");
+    let mut node2 = node(&nats, "node2");
+    let rt = runtime();
+    let (mut a, mut b, a_addr, b_addr) = rt.block_on(async {
+        let mut a = Client::connect(node1.url()).await;
+        let mut b = Client::connect(node2.url()).await;
+        let (a_addr, b_addr) = (a.init().await, b.init().await);
+        (a, b, a_addr, b_addr)
+    });
+    rt.block_on(b.route(&a_addr, r#"{"from":"b"}"#));
+    rt.block_on(async {
+        assert_eq!(a.recv_text().await, deliver(r#"{"from":"b"}"#));
+    });
+    // SIGTERM in another thread, while b reads (and so answers) the close handshake.
+    let terminating = std::thread::spawn(move || node2.process.terminate().expect("SIGTERM"));
+    rt.block_on(async {
+        let close = b.recv_close().await.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1001);
+        // Reading on sends our answer to the close frame: the handshake completes.
+        assert!(b.next_frame().await.is_none());
+    });
+    let status = terminating.join().expect("the SIGTERM thread");
+    assert_eq!(status.code(), Some(0));
+    rt.block_on(async {
+        a.route(&b_addr, "{}").await;
+        assert_eq!(a.expect_err(404).await, NOT_FOUND_TEXT);
+    });
+}
+
+/// Startup with NATS unreachable: a clear error naming the URL, exit status 1.
+#[test]
+fn startup_without_nats_is_a_clear_error_naming_the_url() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("nats://{}", free.local_addr().expect("addr"));
+    drop(free);
+    let (code, stderr) = run_to_exit(&["--cluster", &url, "--cluster-connect-timeout", "2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("compendium-server: cluster: NATS at {url}: ")),
+        "{stderr}"
+    );
+}
+
+/// Cluster mode without the shared key, or with a key that is not one: a usage error
+/// that says how to make one.
+#[test]
+fn startup_without_a_usable_key_says_how_to_make_one() {
+    let output = support::process::server()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+        ])
+        .env_remove("COMPENDIUM_CLUSTER_KEY")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 16"), "{stderr}");
+    let output = support::process::server()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+        ])
+        .env("COMPENDIUM_CLUSTER_KEY", "not a key")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("COMPENDIUM_CLUSTER_KEY: a cluster key is 32 hexadecimal characters"),
+        "{stderr}"
+    );
+}
+
+/// Credentials the NATS server refuses: a clear error.
+#[test]
+fn startup_with_refused_credentials_is_a_clear_error() {
+    let nats = Nats::start_with(&["--user", "relay", "--pass", "right"], 0).expect("nats-server");
+    let url = nats.url().replace("nats://", "nats://relay:wrong@");
+    let (code, stderr) = run_to_exit(&["--cluster", &url, "--cluster-connect-timeout", "3"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+}
+
+/// A NATS server whose max_payload is below --max-message-bytes cannot carry the largest
+/// ROUTE: refused at startup, saying which setting to change.
+#[test]
+fn startup_refuses_a_nats_that_cannot_carry_the_largest_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("nats.conf");
+    std::fs::write(&config, "max_payload: 65536\n").expect("write");
+    let nats = Nats::start_with(&["-c", &config.display().to_string()], 0).expect("nats-server");
+    let (code, stderr) = run_to_exit(&["--cluster", &nats.url()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("it carries at most 65536 bytes per message (its max_payload), less than this relay's --max-message-bytes 1048576"),
+        "{stderr}"
+    );
+    // With a limit that fits, the same node starts.
+    let mut command = Relay::command(bin());
+    command
+        .args(["--cluster", &nats.url(), "--max-message-bytes", "65536"])
+        .env("COMPENDIUM_CLUSTER_KEY", KEY);
+    let relay = Relay::start(command).expect("starts");
+    assert!(relay.ready.node.is_some(), "{:?}", relay.ready);
+}
