@@ -72,7 +72,7 @@ pub fn all() -> Vec<Case> {
             "3.1/3",
             Must,
             "100 connections get 100 distinct, well-formed addresses",
-            "a fresh address: 128 bits from a cryptographically secure random source, unique among the addresses that are live at that moment",
+            "a fresh address: unique among the addresses that are live at that moment, and indistinguishable from 128 random bits to anyone without the server's secrets, with at least 96 of its bits from a cryptographically secure random source",
             |ctx| Box::pin(many_addresses(ctx)),
         ),
         case(

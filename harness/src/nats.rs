@@ -133,6 +133,22 @@ impl Nats {
         &mut self.process
     }
 
+    /// The CPU time it has used so far (user + system).
+    ///
+    /// # Errors
+    /// If it has exited.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        Ok(self.process.cpu_time()?.total())
+    }
+
+    /// Its resident memory in KiB.
+    ///
+    /// # Errors
+    /// If it has exited.
+    pub fn rss_kib(&self) -> Result<u64> {
+        self.process.rss_kib()
+    }
+
     /// `kill -9`: gone at once, its clients' connections reset.
     ///
     /// # Errors

@@ -132,11 +132,22 @@ impl Process {
         self.child.id()
     }
 
-    /// SIGTERM, then wait for it to exit.
+    /// SIGTERM, then wait for it to exit (at most a minute: a process that ignores
+    /// SIGTERM fails the caller instead of hanging it).
     ///
     /// # Errors
-    /// If the signal cannot be sent or waiting fails.
+    /// If the signal cannot be sent, waiting fails, or it is still running after a minute
+    /// (it is then killed).
     pub fn terminate(&mut self) -> Result<ExitStatus> {
+        self.terminate_within(Duration::from_secs(60))
+    }
+
+    /// SIGTERM, then wait at most `within` for it to exit.
+    ///
+    /// # Errors
+    /// If the signal cannot be sent, waiting fails, or it is still running after `within`
+    /// (it is then killed).
+    pub fn terminate_within(&mut self, within: Duration) -> Result<ExitStatus> {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -144,7 +155,23 @@ impl Process {
         if !status.success() {
             bail!("kill -TERM {} failed", self.pid());
         }
-        self.child.wait().context("waiting for it to exit")
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for it to exit")? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.kill();
+                bail!(
+                    "{} (pid {}) was still running {} s after SIGTERM; killed",
+                    self.name,
+                    self.pid(),
+                    within.as_secs_f64()
+                );
+            }
+            // std has no wait-with-timeout for a child; a short poll is the portable way.
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGKILL (`kill -9`): no chance to say goodbye. Returns once it is gone.

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
@@ -193,7 +192,7 @@ where
                     break Exit::of(&err);
                 }
             }
-            verdict = head_verdict(&mut replies), if waiting => {
+            verdict = head_verdict(&mut replies, false), if waiting => {
                 replies.pop_front();
                 if let Err(err) = answer_verdict(&mut ws, &shared, verdict, &mut replies).await {
                     break Exit::of(&err);
@@ -216,7 +215,7 @@ where
                 metrics.bytes_in.inc_by(len as u64);
                 let outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
                 if let Outcome::Forward(forward) = outcome {
-                    replies.push_back(Reply::Remote(forward_to_cluster(&shared, forward).await));
+                    replies.push_back(Reply::Remote(forward_to_cluster(&shared, forward)));
                     continue;
                 }
                 count(&shared, &outcome);
@@ -287,7 +286,7 @@ async fn finish<S>(
         // Every ROUTE gets its answer (rule 4.4); a pending verdict resolves within the
         // cluster timeout at worst.
         while !replies.is_empty() {
-            let verdict = head_verdict(replies).await;
+            let verdict = head_verdict(replies, true).await;
             replies.pop_front();
             if answer_verdict(ws, shared, verdict, replies).await.is_err() {
                 return;
@@ -327,20 +326,28 @@ enum Reply {
 }
 
 /// The verdict at the head of `replies` (always a [`Reply::Remote`]: ready replies at the
-/// head are sent at once).
-fn head_verdict(replies: &mut VecDeque<Reply>) -> impl Future<Output = Verdict> + '_ {
-    std::future::poll_fn(move |cx| match replies.front_mut() {
-        Some(Reply::Remote(pending)) => Pin::new(pending).poll(cx),
-        _ => Poll::Pending,
+/// head are sent at once). A delivery at the head wakes the task only when something waits
+/// behind it, or when `finishing`: otherwise there is nothing to send, and the resolved
+/// head is taken on the task's next turn.
+fn head_verdict(
+    replies: &mut VecDeque<Reply>,
+    finishing: bool,
+) -> impl Future<Output = Verdict> + '_ {
+    std::future::poll_fn(move |cx| {
+        let urgent = finishing || replies.len() > 1;
+        match replies.front() {
+            Some(Reply::Remote(pending)) => pending.poll_verdict(cx, urgent),
+            _ => Poll::Pending,
+        }
     })
 }
 
 /// Forward a ROUTE to the node that holds its target. Without a cluster there is no such
 /// node (a single relay's addresses are all its own), so this cannot be reached; it would
 /// answer 503.
-async fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pending {
+fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pending {
     match &shared.cluster {
-        Some(cluster) => cluster.forward(forward).await,
+        Some(cluster) => cluster.forward(forward),
         None => Pending::unreachable(),
     }
 }

@@ -204,8 +204,10 @@ enum LogFormat {
 }
 
 fn init_logging(format: LogFormat) {
+    // async-nats reports every failed reconnect attempt at info; the cluster link says
+    // once that it is down, which is what an operator needs.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -221,14 +223,31 @@ impl Cli {
     /// unreadable.
     fn cluster_config(&self) -> Result<Option<ClusterConfig>, String> {
         if self.cluster.is_empty() {
+            // A cluster setting without --cluster is a mistake worth stopping for: the
+            // operator meant a cluster, and a silent single relay would split it.
             let strays = [
-                ("--cluster-key-file", self.cluster_key_file.is_some()),
-                ("--cluster-key", self.cluster_key.is_some()),
-                ("--cluster-creds", self.cluster_creds.is_some()),
-                ("--cluster-tls-ca", self.cluster_tls_ca.is_some()),
+                (
+                    "--cluster-key-file (or COMPENDIUM_CLUSTER_KEY_FILE)",
+                    self.cluster_key_file.is_some(),
+                ),
+                (
+                    "--cluster-key (or COMPENDIUM_CLUSTER_KEY)",
+                    self.cluster_key.is_some(),
+                ),
+                (
+                    "--cluster-creds (or COMPENDIUM_CLUSTER_CREDS)",
+                    self.cluster_creds.is_some(),
+                ),
+                (
+                    "--cluster-tls-ca (or COMPENDIUM_CLUSTER_TLS_CA)",
+                    self.cluster_tls_ca.is_some(),
+                ),
             ];
             if let Some((flag, _)) = strays.iter().find(|(_, given)| *given) {
-                return Err(format!("{flag} needs --cluster (the NATS URLs)"));
+                return Err(format!(
+                    "{flag} is set, but --cluster (or COMPENDIUM_CLUSTER, the NATS URLs) is \
+                     not: give both for cluster mode, neither for a single relay"
+                ));
             }
             return Ok(None);
         }

@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     pub(crate) accept_errors: Counter,
     /// Cluster mode only (registered then): 1 while the link to NATS is up.
     pub(crate) cluster_link_up: Gauge,
+    /// Times the link to NATS was lost (a failover counts once).
+    pub(crate) cluster_link_losses: Counter,
     pub(crate) cluster_routes_sent: Counter,
     pub(crate) cluster_routes_received: Counter,
     pub(crate) cluster_verdicts: Family<VerdictLabel, Counter>,
@@ -89,6 +91,7 @@ impl Metrics {
             handshakes_refused: Counter::default(),
             accept_errors: Counter::default(),
             cluster_link_up: Gauge::default(),
+            cluster_link_losses: Counter::default(),
             cluster_routes_sent: Counter::default(),
             cluster_routes_received: Counter::default(),
             cluster_verdicts: Family::default(),
@@ -161,6 +164,11 @@ impl Metrics {
                 "cluster_link_up",
                 "1 while this node's link to NATS is up",
                 m.cluster_link_up.clone(),
+            );
+            r.register(
+                "cluster_link_losses",
+                "Times this node lost its link to NATS (each failover counts once)",
+                m.cluster_link_losses.clone(),
             );
             r.register(
                 "cluster_routes_sent",

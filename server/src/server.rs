@@ -292,8 +292,22 @@ impl Server {
         if let Some(cluster) = &shared.cluster {
             link_stop.cancel();
             link_tasks.close();
-            link_tasks.wait().await;
-            cluster.close().await;
+            // NATS may be gone, and a flush would wait for it forever: give the farewell
+            // the cluster timeout, no more.
+            let closing = async {
+                link_tasks.wait().await;
+                cluster.close().await;
+            };
+            if tokio::time::timeout(cluster.timeout(), closing)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "cluster link: NATS did not take this node's farewell within {} s; \
+                     stopping anyway (its addresses get 404 elsewhere after the peer timeout)",
+                    cluster.timeout().as_secs_f64()
+                );
+            }
         }
         tracing::info!("stopped");
     }
@@ -314,12 +328,12 @@ async fn evict_when_cut_off(
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            changed = link.wait_for(|up| !*up) => if changed.is_err() { return },
+            changed = link.wait_for(|link| !link.up) => if changed.is_err() { return },
         }
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tokio::time::sleep(grace) => {}
-            back = link.wait_for(|up| *up) => if back.is_err() { return } else { continue },
+            back = link.wait_for(|link| link.up) => if back.is_err() { return } else { continue },
         }
         let open = shared.config.max_connections - shared.slots.available_permits();
         tracing::warn!(
@@ -334,7 +348,7 @@ async fn evict_when_cut_off(
         shared.evictions.send_modify(|n| *n += 1);
         tokio::select! {
             () = stop.cancelled() => return,
-            back = link.wait_for(|up| *up) => if back.is_err() { return },
+            back = link.wait_for(|link| link.up) => if back.is_err() { return },
         }
         shared.refusing.store(false, Ordering::Release);
         tracing::info!("the cluster link is back: accepting connections again");
@@ -403,7 +417,17 @@ impl Handle {
         if let Some(cluster) = &self.shared.cluster {
             let mut link = cluster.link().watch();
             // The sender lives in the cluster link, which this handle keeps alive.
-            let _ = link.wait_for(|now| *now == up).await;
+            let _ = link.wait_for(|now| now.up == up).await;
+        }
+    }
+
+    /// In cluster mode, wait until this node has lost its link to NATS `count` times
+    /// since it started, whether or not it is back; returns at once for a single relay.
+    /// (Waiting for the link to be down can miss a failover that takes milliseconds.)
+    pub async fn wait_for_cluster_link_losses(&self, count: u64) {
+        if let Some(cluster) = &self.shared.cluster {
+            let mut link = cluster.link().watch();
+            let _ = link.wait_for(|now| now.losses >= count).await;
         }
     }
 

@@ -56,7 +56,11 @@ async fn an_address_is_released_cluster_wide_when_its_connection_ends() {
     let mut b = cluster.nodes[1].client().await;
     let b_addr = b.init().await;
     b.close().await;
-    cluster.nodes[1].handle.wait_for_ended_connections(1).await;
+    support::within(
+        "ended connections",
+        cluster.nodes[1].handle.wait_for_ended_connections(1),
+    )
+    .await;
     a.route(&b_addr, "{}").await;
     assert_eq!(a.expect_err(404).await, NOT_FOUND_TEXT);
 }
@@ -144,8 +148,16 @@ async fn when_nats_goes_away_a_node_serves_locally_answers_503_and_recovers() {
     let b_addr = b.init().await;
 
     cluster.nats.kill().expect("kill nats-server");
-    node1.handle.wait_for_cluster_link(false).await;
-    node2.handle.wait_for_cluster_link(false).await;
+    support::within(
+        "node1's link down",
+        node1.handle.wait_for_cluster_link(false),
+    )
+    .await;
+    support::within(
+        "node2's link down",
+        node2.handle.wait_for_cluster_link(false),
+    )
+    .await;
 
     a.route(&local_addr, r#"{"local":true}"#).await;
     assert_eq!(local.recv_text().await, deliver(r#"{"local":true}"#));
@@ -171,8 +183,8 @@ async fn when_nats_goes_away_a_node_serves_locally_answers_503_and_recovers() {
 
     cluster.nats.restart(0).expect("nats-server restarts");
     let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
-    node1.handle.wait_for_cluster_link(true).await;
-    node2.handle.wait_for_cluster_link(true).await;
+    support::within("node1's link up", node1.handle.wait_for_cluster_link(true)).await;
+    support::within("node2's link up", node2.handle.wait_for_cluster_link(true)).await;
     assert_eq!(node1.health().await.0, 200);
     // node2 was cut off too, so b was closed; both sides start again, and route.
     let mut a = node1.client().await;
@@ -220,7 +232,12 @@ async fn a_node_fails_over_when_its_nats_server_dies_and_nothing_is_lost_or_dupl
         .expect("node1's NATS server is one of the three");
     nats.members[victim].kill().expect("kill -9 a NATS server");
     let killed = std::time::Instant::now();
-    nodes[0].handle.wait_for_cluster_link(false).await;
+    // Lost, and perhaps already back: the failover can be that quick.
+    support::within(
+        "nodes[0] losing its link",
+        nodes[0].handle.wait_for_cluster_link_losses(1),
+    )
+    .await;
 
     // Route through the failover: every ROUTE is delivered once or refused with 503.
     let mut delivered_expected = Vec::new();
@@ -234,7 +251,11 @@ async fn a_node_fails_over_when_its_nats_server_dies_and_nothing_is_lost_or_dupl
             other => panic!("ROUTE {seq}: expected nothing or 503, got {other:?}"),
         }
         if seq == 100 {
-            nodes[0].handle.wait_for_cluster_link(true).await;
+            support::within(
+                "nodes[0]'s link up",
+                nodes[0].handle.wait_for_cluster_link(true),
+            )
+            .await;
         }
     }
     eprintln!(
@@ -245,6 +266,11 @@ async fn a_node_fails_over_when_its_nats_server_dies_and_nothing_is_lost_or_dupl
     assert!(
         nodes[0].handle.cluster_link_up() == Some(true),
         "node1 failed over"
+    );
+    let metrics = nodes[0].handle.metrics_text();
+    assert!(
+        metrics.contains("compendium_cluster_link_losses_total 1"),
+        "one failover, one loss:\n{metrics}"
     );
     for msg in &delivered_expected {
         assert_eq!(b.recv_text().await, deliver(msg));
@@ -298,7 +324,11 @@ async fn two_thousand_cycles_across_three_nodes_leave_nothing_live_anywhere() {
         for (n, node) in cluster.nodes.iter().enumerate() {
             // Each node had a third of every wave (200 = 67 + 67 + 66).
             let per_node = [67, 67, 66][n] * (wave + 1);
-            node.handle.wait_for_ended_connections(per_node).await;
+            support::within(
+                "ended connections",
+                node.handle.wait_for_ended_connections(per_node),
+            )
+            .await;
         }
     }
     assert_eq!(ended, 2000);
@@ -326,6 +356,7 @@ async fn cluster_metrics_count_the_link_routes_and_verdicts() {
     let received = cluster.nodes[1].handle.metrics_text();
     for expected in [
         "compendium_cluster_link_up 1",
+        "compendium_cluster_link_losses_total 0",
         "compendium_cluster_routes_sent_total 4",
         r#"compendium_cluster_verdicts_total{verdict="delivered"} 1"#,
         r#"compendium_cluster_verdicts_total{verdict="not_found"} 3"#,

@@ -134,6 +134,52 @@ fn sigterm_of_one_node_closes_its_clients_1001_and_its_addresses_404_elsewhere()
     });
 }
 
+/// SIGTERM of a node whose NATS is gone: it still stops (its farewell cannot be flushed,
+/// and it waits for NATS no longer than the cluster timeout), and while NATS was down it
+/// said so once, not once per reconnect attempt.
+#[test]
+fn sigterm_while_nats_is_down_still_stops_and_the_outage_is_logged_once() {
+    let mut nats = Nats::start().expect("nats-server");
+    let mut command = Relay::command(bin());
+    command
+        .args(["--cluster", &nats.url(), "--node-name", "node1"])
+        .env("COMPENDIUM_CLUSTER_KEY", KEY)
+        // The default filter, plus our debug lines: the failed reconnect attempts are
+        // logged there, so the test can wait for them.
+        .env("RUST_LOG", "info,async_nats=warn,compendium_server=debug");
+    let mut node1 = Relay::start(command).expect("the node starts");
+    nats.kill().expect("kill nats-server");
+    node1
+        .process
+        .wait_for_line("cluster_link_down", PATIENCE)
+        .expect("the node notices");
+    for attempt in 1..=2 {
+        node1
+            .process
+            .wait_for_line("client error while down", PATIENCE)
+            .unwrap_or_else(|e| panic!("failed reconnect attempt {attempt}: {e:#}"));
+    }
+    let status = node1
+        .process
+        .terminate_within(Duration::from_secs(20))
+        .expect("stops after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let lines = node1.process.lines();
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .collect();
+    let downs = warnings
+        .iter()
+        .filter(|l| l.contains("cluster_link_down"))
+        .count();
+    assert_eq!(downs, 1, "{warnings:#?}");
+    assert!(
+        warnings.len() <= 2,
+        "the outage is one warning (and perhaps the farewell's): {warnings:#?}"
+    );
+}
+
 /// Startup with NATS unreachable: a clear error naming the URL, exit status 1.
 #[test]
 fn startup_without_nats_is_a_clear_error_naming_the_url() {
@@ -144,6 +190,27 @@ fn startup_without_nats_is_a_clear_error_naming_the_url() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("compendium-server: cluster: NATS at {url}: ")),
+        "{stderr}"
+    );
+}
+
+/// A cluster setting without `--cluster` (here the key, from the environment): refused,
+/// since the operator meant a cluster and a silent single relay would split it.
+#[test]
+fn a_cluster_setting_without_cluster_is_refused_naming_both() {
+    let output = support::process::server()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("COMPENDIUM_CLUSTER_KEY", KEY)
+        .env_remove("COMPENDIUM_CLUSTER")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--cluster-key (or COMPENDIUM_CLUSTER_KEY) is set, but --cluster (or \
+             COMPENDIUM_CLUSTER, the NATS URLs) is not"
+        ),
         "{stderr}"
     );
 }
@@ -191,6 +258,14 @@ fn startup_with_refused_credentials_is_a_clear_error() {
     let (code, stderr) = run_to_exit(&["--cluster", &url, "--cluster-connect-timeout", "3"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+    assert!(
+        stderr.contains("nats://relay:***@"),
+        "names the URL: {stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "never prints the password: {stderr}"
+    );
 }
 
 /// A NATS server whose max_payload is below --max-message-bytes cannot carry the largest
@@ -214,4 +289,51 @@ fn startup_refuses_a_nats_that_cannot_carry_the_largest_message() {
         .env("COMPENDIUM_CLUSTER_KEY", KEY);
     let relay = Relay::start(command).expect("starts");
     assert!(relay.ready.node.is_some(), "{:?}", relay.ready);
+}
+
+/// The NATS permissions docs/security.md gives the relay's user — publish and subscribe on
+/// `compendium.>` and nothing else — are all a cluster needs.
+#[test]
+fn nodes_need_no_subject_outside_their_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        r#"authorization {
+  users = [
+    { user: relay, password: secret, permissions: {
+        publish: { allow: ["compendium.>"] },
+        subscribe: { allow: ["compendium.>"] } } }
+  ]
+}
+"#,
+    )
+    .expect("write");
+    let nats = Nats::start_with(&["-c", &config.display().to_string()], 0).expect("nats-server");
+    let url = nats.url().replace("nats://", "nats://relay:secret@");
+    let start = |name: &str| {
+        let mut command = Relay::command(bin());
+        command
+            .args(["--cluster", &url, "--node-name", name])
+            .env("COMPENDIUM_CLUSTER_KEY", KEY);
+        Relay::start(command).expect("the node starts")
+    };
+    let (mut node1, node2) = (start("node1"), start("node2"));
+    runtime().block_on(async {
+        let mut a = Client::connect(node1.url()).await;
+        let mut b = Client::connect(node2.url()).await;
+        let b_addr = b.init().await;
+        a.route(&b_addr, r#"{"within":"permissions"}"#).await;
+        assert_eq!(b.recv_text().await, deliver(r#"{"within":"permissions"}"#));
+        let (replies, _) = a.sync().await;
+        assert!(replies.is_empty(), "{replies:?}");
+    });
+    // No permission violation was reported to the node.
+    let violations: Vec<&String> = node1
+        .process
+        .lines()
+        .iter()
+        .filter(|l| l.to_lowercase().contains("permission"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
 }

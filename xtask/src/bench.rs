@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -200,12 +200,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         date.clone()
     };
     let table = markdown(&report);
-    std::fs::write(
-        dir.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
-    std::fs::write(dir.join(format!("{stem}.md")), &table)?;
-    let svg = dir.join(format!("{stem}.svg"));
+    let svg = write_results(&dir, &stem, &report, &table)?;
     crate::chart::draw(&report, &svg)?;
     println!("{table}");
     println!("wrote bench/results/{stem}.json, .md, .svg");
@@ -239,7 +234,7 @@ fn start(bin: &Path, server: Server) -> Result<Relay> {
     Relay::start(command)
 }
 
-fn load_command(bin: &Path, url: &str) -> Command {
+pub(crate) fn load_command(bin: &Path, url: &str) -> Command {
     let mut command = Command::new(bin.join("compendium-conformance"));
     command.args(["load", "--url", url, "--json"]);
     command
@@ -282,10 +277,25 @@ fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result
     })
 }
 
-fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
-    let running = start(bin, server)?;
-    let empty = running.process.rss_kib()?;
-    let mut load = load_command(bin, running.url())
+/// Write `<stem>.json` and `<stem>.md` into `dir`; returns the path the chart goes to.
+pub(crate) fn write_results(
+    dir: &Path,
+    stem: &str,
+    report: &impl serde::Serialize,
+    table: &str,
+) -> Result<std::path::PathBuf> {
+    std::fs::write(
+        dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    std::fs::write(dir.join(format!("{stem}.md")), table)?;
+    Ok(dir.join(format!("{stem}.svg")))
+}
+
+/// Start the load generator holding `count` idle connections to `url` (a comma list
+/// spreads them) and wait until it says it holds them; kill the child when done measuring.
+pub(crate) fn hold_idle(bin: &Path, url: &str, count: usize) -> Result<(Child, IdleReport)> {
+    let mut load = load_command(bin, url)
         .args(["--idle", &count.to_string(), "--secs", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -296,6 +306,13 @@ fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
     BufReader::new(stdout).read_line(&mut line)?;
     let held: IdleReport =
         serde_json::from_str(&line).with_context(|| format!("idle output: {line:?}"))?;
+    Ok((load, held))
+}
+
+fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
+    let running = start(bin, server)?;
+    let empty = running.process.rss_kib()?;
+    let (mut load, held) = hold_idle(bin, running.url(), count)?;
     let loaded = running.process.rss_kib()?;
     let _ = load.kill();
     let _ = load.wait();
@@ -309,7 +326,7 @@ fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -102,7 +102,7 @@ fn line_panel(
     Ok(())
 }
 
-fn bar_panel(
+pub(crate) fn bar_panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
     bars: &[(&str, f64)],

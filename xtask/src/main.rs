@@ -3,6 +3,7 @@
 //! `main` only parses the command line and dispatches; each chore lives in its own module.
 
 mod bench;
+mod bench_cluster;
 mod chart;
 mod codegen;
 #[cfg(test)]
@@ -77,6 +78,11 @@ enum Command {
         /// Measure nothing: redraw the chart of an existing results file (its .svg).
         #[arg(long, value_name = "RESULTS.json")]
         chart: Option<PathBuf>,
+        /// Instead: what cluster mode costs — one node, one node in cluster mode, and two
+        /// nodes with nats-server (every message across them), as ratios to the single
+        /// node, with CPU per message and idle memory per connection. Needs nats-server.
+        #[arg(long, conflicts_with = "chart")]
+        cluster: bool,
     },
     /// Build the coverage-guided fuzz targets in `fuzz/` (libFuzzer, stable Rust) and run
     /// each for SECS seconds: first its saved failures (`fuzz/regressions/<target>/`), then
@@ -130,7 +136,12 @@ fn main() -> ExitCode {
             chart: Some(results),
             ..
         } => bench::redraw(&results),
-        Command::Bench { quick, chart: None } => bench::run(quick),
+        Command::Bench {
+            quick,
+            cluster: true,
+            ..
+        } => bench_cluster::run(quick),
+        Command::Bench { quick, .. } => bench::run(quick),
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
         Command::Soak {
             minutes,

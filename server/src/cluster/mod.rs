@@ -13,21 +13,22 @@
 //! apart: a node heard from within the peer timeout is presumed alive (the sender gets
 //! 503: try again), a node silent for longer, or that said it was leaving, is gone (404).
 
+mod outstanding;
+mod urls;
 mod wire;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::{ConnectOptions, Event, ServerAddr, StatusCode, Subscriber};
+use async_nats::{ConnectOptions, Event, StatusCode, Subscriber};
 use bytes::Bytes;
 use compendium_messages::Payload;
+use futures_util::FutureExt;
 use futures_util::StreamExt;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::addressing::NodeId;
@@ -37,6 +38,11 @@ use crate::directory::{Delivery, Directory};
 use crate::error::Error;
 use crate::metrics::{Metrics, NodeLabels, VerdictLabel};
 use crate::remote::{Forward, Verdict};
+
+use self::outstanding::{Outstanding, VerdictSlot};
+
+/// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
+const PUBLISH_BATCH: usize = 256;
 
 /// A node's link to its cluster.
 pub(crate) struct Cluster {
@@ -48,9 +54,10 @@ pub(crate) struct Cluster {
     heartbeat: Duration,
     peer_timeout: Duration,
     link: Arc<LinkState>,
-    /// Forwarded ROUTEs waiting for their verdict, by request id: the node asked, and
-    /// where to send the verdict.
-    pending: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Verdict>)>>,
+    /// Forwarded ROUTEs waiting for their verdict.
+    outstanding: Mutex<Outstanding>,
+    /// Forwarded ROUTEs on their way to the publisher task.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
     next_id: AtomicU64,
     /// When each other node was last heard from, or that it left.
     peers: Mutex<HashMap<NodeId, Peer>>,
@@ -66,11 +73,21 @@ enum Peer {
     Left,
 }
 
-/// This node's subscriptions, served once the relay runs.
+/// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
+/// publish.
 pub(crate) struct Subscriptions {
     requests: Subscriber,
     verdicts: Subscriber,
     presence: Subscriber,
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+/// A forwarded ROUTE, encoded, waiting to be published.
+struct Outgoing {
+    id: u64,
+    subject: String,
+    reply: String,
+    payload: Bytes,
 }
 
 /// Whether the node is connected to NATS, as its client's events say.
@@ -79,8 +96,20 @@ pub(crate) struct LinkState {
     /// When the link last came up: no heartbeat could arrive before, so silence until
     /// then says nothing about other nodes.
     up_since: Mutex<Instant>,
-    changes: watch::Sender<bool>,
+    /// Every change, as the link's state and how many times it was lost: a watcher that
+    /// looks too late for a short outage (a failover within milliseconds) still sees
+    /// the count go up.
+    changes: watch::Sender<Link>,
     metrics: Arc<Metrics>,
+}
+
+/// The link's state as [`LinkState::watch`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// Connected to NATS.
+    pub(crate) up: bool,
+    /// Times the link was lost since the node started.
+    pub(crate) losses: u64,
 }
 
 impl LinkState {
@@ -88,7 +117,10 @@ impl LinkState {
         Self {
             up: AtomicBool::new(false),
             up_since: Mutex::new(Instant::now()),
-            changes: watch::Sender::new(false),
+            changes: watch::Sender::new(Link {
+                up: false,
+                losses: 0,
+            }),
             metrics,
         }
     }
@@ -111,7 +143,13 @@ impl LinkState {
             *self.up_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         }
         self.metrics.cluster_link_up.set(i64::from(up));
-        let _ = self.changes.send_replace(up);
+        if !up {
+            self.metrics.cluster_link_losses.inc();
+        }
+        self.changes.send_modify(|link| {
+            link.up = up;
+            link.losses += u64::from(!up);
+        });
         if up {
             tracing::info!(event = "cluster_link_up", "cluster link up ({how})");
         } else {
@@ -135,14 +173,19 @@ impl LinkState {
                 );
             }
             Event::ServerError(err) => tracing::warn!(error = %err, "cluster link: NATS error"),
+            // While the link is down, every failed reconnect attempt (one a second) reports
+            // one: the "link down" line already said it, so they go to debug.
+            Event::ClientError(err) if !self.is_up() => {
+                tracing::debug!(error = %err, "cluster link: client error while down");
+            }
             Event::ClientError(err) => tracing::warn!(error = %err, "cluster link: client error"),
             Event::LameDuckMode => tracing::info!("cluster link: the NATS server is going away"),
             Event::Draining | Event::Closed => {}
         }
     }
 
-    /// A receiver that sees every change of the link's state.
-    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
+    /// A receiver of the link's state and losses.
+    pub(crate) fn watch(&self) -> watch::Receiver<Link> {
         self.changes.subscribe()
     }
 }
@@ -160,16 +203,14 @@ impl Cluster {
         max_message_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, Subscriptions), Error> {
-        let urls = config.urls.join(", ");
-        let fail = |what: String| Error::Cluster(format!("NATS at {urls}: {what}"));
-        let addrs = config
+        let urls = config
             .urls
             .iter()
-            .map(|url| {
-                url.parse::<ServerAddr>()
-                    .map_err(|e| Error::Cluster(format!("{url:?} is not a NATS URL: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|url| urls::redact(url))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fail = |what: String| Error::Cluster(format!("NATS at {urls}: {what}"));
+        let (addrs, url_auth) = urls::parse(&config.urls).map_err(Error::Cluster)?;
         let link = Arc::new(LinkState::new(Arc::clone(&metrics)));
         let events = Arc::clone(&link);
         let mut options = ConnectOptions::new()
@@ -194,6 +235,13 @@ impl Cluster {
                 let events = Arc::clone(&events);
                 async move { events.on_event(&event) }
             });
+        options = match url_auth {
+            Some(urls::UrlAuth::UserPassword(user, password)) => {
+                options.user_and_password(user, password)
+            }
+            Some(urls::UrlAuth::Token(token)) => options.token(token),
+            None => options,
+        };
         if let Some(path) = &config.credentials {
             options = options.credentials_file(path).await.map_err(|e| {
                 Error::Cluster(format!(
@@ -249,6 +297,7 @@ impl Cluster {
             })
             .set(1);
         link.set(true, &format!("connected to NATS at {urls}"));
+        let (outgoing_tx, outgoing) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
             client,
             node,
@@ -258,7 +307,8 @@ impl Cluster {
             heartbeat: config.heartbeat,
             peer_timeout: config.peer_timeout,
             link,
-            pending: Mutex::new(HashMap::new()),
+            outstanding: Mutex::new(Outstanding::default()),
+            outgoing: outgoing_tx,
             next_id: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
             metrics,
@@ -271,8 +321,14 @@ impl Cluster {
                 requests,
                 verdicts,
                 presence,
+                outgoing,
             },
         ))
+    }
+
+    /// How long a forwarded ROUTE waits for its verdict (and the farewell for NATS).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// This node's id.
@@ -297,52 +353,105 @@ impl Cluster {
         format!("{}:{}", info.host, info.port)
     }
 
-    /// Publish a ROUTE to the node that holds its target; the returned future resolves to
-    /// its verdict (or [`Verdict::TimedOut`] after the cluster timeout). Calls from one
+    /// Send a ROUTE to the node that holds its target; the returned [`Pending`] gets its
+    /// verdict (or [`Verdict::TimedOut`] within 1¼ cluster timeouts). Calls from one
     /// connection are published in the order they are made, so DELIVERs from one sender
     /// to one target keep their order (rule 3.5).
-    pub(crate) async fn forward(self: &Arc<Self>, forward: Forward) -> Pending {
+    pub(crate) fn forward(&self, forward: Forward) -> Pending {
         if !self.link.is_up() {
             return Pending::ready(Verdict::Unreachable);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending_map().insert(id, (forward.node, tx));
-        let started = Instant::now();
+        let slot = VerdictSlot::new();
+        self.outstanding()
+            .insert(id, forward.node, Arc::clone(&slot));
         let expires = unix_millis(SystemTime::now() + self.timeout);
         let payload = wire::encode_request(expires, forward.address, forward.msg.as_str());
-        let subject = format!("{}.node.{}", self.prefix, forward.node);
-        let reply = format!("{}.verdict.{}.{id}", self.prefix, self.node);
+        let outgoing = Outgoing {
+            id,
+            subject: format!("{}.node.{}", self.prefix, forward.node),
+            reply: format!("{}.verdict.{}.{id}", self.prefix, self.node),
+            payload: Bytes::from(payload),
+        };
+        if self.outgoing.send(outgoing).is_err() {
+            // The publisher has stopped: the node is shutting down.
+            self.outstanding().take(id);
+            return Pending::ready(Verdict::Unreachable);
+        }
+        Pending(PendingState::Waiting(slot))
+    }
+
+    /// Publish the forwarded ROUTEs, in the order they were forwarded, until `stop` (and
+    /// then what is still queued). Each turn first lets the other tasks that are ready
+    /// run, so that the ROUTEs that arrive together on several connections go to NATS
+    /// together, in one write; that write is the cluster's main cost per message.
+    async fn publish_forwards(
+        self: Arc<Self>,
+        mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+        stop: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        loop {
+            let first = tokio::select! {
+                () = stop.cancelled() => None,
+                first = outgoing.recv() => first,
+            };
+            let Some(first) = first else {
+                outgoing.close();
+                while let Some(left) = outgoing.recv().await {
+                    self.publish(left).await;
+                }
+                return;
+            };
+            tokio::task::yield_now().await;
+            batch.push(first);
+            while batch.len() < PUBLISH_BATCH {
+                match outgoing.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            for outgoing in batch.drain(..) {
+                self.publish(outgoing).await;
+            }
+        }
+    }
+
+    /// Publish one forwarded ROUTE; if NATS will not take it, its verdict is 503.
+    async fn publish(&self, outgoing: Outgoing) {
         self.metrics.cluster_routes_sent.inc();
         if let Err(err) = self
             .client
-            .publish_with_reply(subject, reply, Bytes::from(payload))
+            .publish_with_reply(outgoing.subject, outgoing.reply, outgoing.payload)
             .await
         {
-            self.pending_map().remove(&id);
             tracing::debug!(error = %err, "cluster link: cannot publish a forwarded ROUTE");
-            return Pending::ready(Verdict::Unreachable);
-        }
-        Pending {
-            state: PendingState::Waiting {
-                rx,
-                deadline: Box::pin(tokio::time::sleep(self.timeout)),
-                id,
-                started,
-                cluster: Arc::clone(self),
-            },
+            if let Some((_, slot)) = self.outstanding().take(outgoing.id) {
+                self.fill(&slot, Verdict::Unreachable);
+            }
         }
     }
 
-    fn pending_map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Verdict>)>> {
-        // A panic elsewhere cannot leave the map half-updated; keep serving.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, Outstanding> {
+        // A panic elsewhere cannot leave the table half-updated; keep serving.
+        self.outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Put `verdict` in the slot of a forwarded ROUTE, timing it.
+    fn fill(&self, slot: &VerdictSlot, verdict: Verdict) {
+        if slot.fill(verdict) {
+            self.metrics
+                .cluster_verdict_seconds
+                .observe(slot.started.elapsed().as_secs_f64());
+        }
     }
 
     /// Deliver requests from other nodes to this node's connections, in the order they
-    /// arrive, answering each with its verdict; until `stop`.
+    /// arrive, until `stop`. A refusal is answered at once; deliveries are acknowledged in
+    /// batches, each sent when no more requests are waiting (or it is full), so a busy
+    /// node sends one acknowledgement for many requests and an idle one adds no delay.
     async fn serve_requests(
         self: Arc<Self>,
         mut requests: Subscriber,
@@ -350,21 +459,57 @@ impl Cluster {
         max_message_bytes: usize,
         stop: CancellationToken,
     ) {
+        let mut acks = Acks::new(format!("{}.verdict.", self.prefix));
         loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                message = requests.next() => match message {
-                    Some(message) => message,
-                    None => return,
-                },
+            // Checked on every turn too: a node that never runs out of requests must
+            // still stop.
+            if stop.is_cancelled() {
+                self.send_acks(&mut acks).await;
+                return;
+            }
+            let mut message = requests.next().now_or_never();
+            if message.is_none() && !acks.is_empty() {
+                // As for forwards: let what else is ready run first, to ack more at once.
+                tokio::task::yield_now().await;
+                message = requests.next().now_or_never();
+            }
+            let message = match message {
+                Some(message) => message,
+                None => {
+                    self.send_acks(&mut acks).await;
+                    tokio::select! {
+                        () = stop.cancelled() => None,
+                        message = requests.next() => message,
+                    }
+                }
+            };
+            let Some(message) = message else {
+                self.send_acks(&mut acks).await;
+                return;
             };
             self.metrics.cluster_routes_received.inc();
             let verdict = judge(&directory, &message.payload, max_message_bytes);
-            if let Some(reply) = message.reply {
-                let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
-                if let Err(err) = self.client.publish(reply, answer).await {
-                    tracing::debug!(error = %err, "cluster link: cannot answer a forwarded ROUTE");
+            let Some(reply) = message.reply else {
+                continue;
+            };
+            if verdict == Verdict::Delivered && acks.add(reply.as_str()) {
+                if acks.full() {
+                    self.send_acks(&mut acks).await;
                 }
+                continue;
+            }
+            let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
+            if let Err(err) = self.client.publish(reply, answer).await {
+                tracing::debug!(error = %err, "cluster link: cannot answer a forwarded ROUTE");
+            }
+        }
+    }
+
+    /// Send the acknowledgements gathered so far.
+    async fn send_acks(&self, acks: &mut Acks) {
+        for (subject, payload) in acks.take() {
+            if let Err(err) = self.client.publish(subject, payload.into()).await {
+                tracing::debug!(error = %err, "cluster link: cannot acknowledge deliveries");
             }
         }
     }
@@ -379,15 +524,27 @@ impl Cluster {
                     None => return,
                 },
             };
-            let Some(id) = message
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|token| token.parse::<u64>().ok())
-            else {
+            let Some((_, token)) = message.subject.rsplit_once('.') else {
                 continue;
             };
-            let Some((node, waiting)) = self.pending_map().remove(&id) else {
+            if token == "ack" {
+                let Some(ids) = wire::decode_ack(&message.payload) else {
+                    tracing::warn!("cluster link: an acknowledgement this node cannot read");
+                    continue;
+                };
+                let mut outstanding = self.outstanding();
+                for id in ids {
+                    if let Some((_, slot)) = outstanding.take(id) {
+                        self.fill(&slot, Verdict::Delivered);
+                    }
+                }
+                continue;
+            }
+            let Some((node, slot)) = token
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| self.outstanding().take(id))
+            else {
                 continue;
             };
             // NATS answers for the holder when nobody subscribes to its subject.
@@ -396,7 +553,27 @@ impl Cluster {
             } else {
                 wire::decode_verdict(&message.payload)
             };
-            let _ = waiting.send(verdict);
+            self.fill(&slot, verdict);
+        }
+    }
+
+    /// Answer 503 to forwarded ROUTEs whose verdict has not come within the cluster
+    /// timeout, checking four times per timeout; until `stop`.
+    async fn expire_verdicts(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval((self.timeout / 4).max(Duration::from_millis(1)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let Some(before) = Instant::now().checked_sub(self.timeout) else {
+                continue;
+            };
+            let expired = self.outstanding().take_older(before);
+            for slot in expired {
+                self.fill(&slot, Verdict::TimedOut);
+            }
         }
     }
 
@@ -496,6 +673,8 @@ impl Cluster {
             stop.clone(),
         ));
         tasks.spawn(Arc::clone(self).collect_verdicts(subscriptions.verdicts, stop.clone()));
+        tasks.spawn(Arc::clone(self).expire_verdicts(stop.clone()));
+        tasks.spawn(Arc::clone(self).publish_forwards(subscriptions.outgoing, stop.clone()));
         tasks.spawn(Arc::clone(self).hear_presence(subscriptions.presence, stop.clone()));
         tasks.spawn(Arc::clone(self).keep_beating(stop.clone()));
     }
@@ -503,6 +682,10 @@ impl Cluster {
     /// Close the cluster link: tell the others this node is leaving (its addresses get 404
     /// at once), unsubscribe, and flush what is still to be sent.
     pub(crate) async fn close(&self) {
+        if !self.link.is_up() {
+            // Nobody to tell; the others notice the silence (peer timeout).
+            return;
+        }
         self.beat(wire::Presence::Leaving(self.node)).await;
         // On the wire before anything else happens to the connection.
         if let Err(err) = self.client.flush().await {
@@ -551,73 +734,96 @@ fn unix_millis(time: SystemTime) -> u64 {
 }
 
 /// The verdict of a forwarded ROUTE, when it comes.
-pub(crate) struct Pending {
-    state: PendingState,
-}
+pub(crate) struct Pending(PendingState);
 
 enum PendingState {
-    Ready(Option<Verdict>),
-    Waiting {
-        rx: oneshot::Receiver<Verdict>,
-        deadline: Pin<Box<tokio::time::Sleep>>,
-        id: u64,
-        started: Instant,
-        cluster: Arc<Cluster>,
-    },
+    Ready(Verdict),
+    Waiting(Arc<VerdictSlot>),
 }
 
 impl Pending {
     fn ready(verdict: Verdict) -> Self {
-        Self {
-            state: PendingState::Ready(Some(verdict)),
-        }
+        Self(PendingState::Ready(verdict))
     }
 
     /// The verdict of a ROUTE that could not be sent: the cluster is unreachable.
     pub(crate) fn unreachable() -> Self {
         Self::ready(Verdict::Unreachable)
     }
-}
 
-impl Future for Pending {
-    type Output = Verdict;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Verdict> {
-        let verdict = match &mut self.state {
-            PendingState::Ready(verdict) => verdict.take().unwrap_or(Verdict::Refused),
-            PendingState::Waiting {
-                rx,
-                deadline,
-                id,
-                started,
-                cluster,
-            } => {
-                if let Poll::Ready(answer) = Pin::new(rx).poll(cx) {
-                    cluster
-                        .metrics
-                        .cluster_verdict_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    // The sender vanishes only if the link task is gone.
-                    answer.unwrap_or(Verdict::Unreachable)
-                } else if deadline.as_mut().poll(cx).is_ready() {
-                    cluster.pending_map().remove(id);
-                    Verdict::TimedOut
-                } else {
-                    return Poll::Pending;
-                }
-            }
-        };
-        self.state = PendingState::Ready(None);
-        Poll::Ready(verdict)
+    /// The verdict, or `Pending` with this task to be woken when it comes. A delivery
+    /// needs no reply, so it wakes the task only if `urgent` (something waits behind it);
+    /// any other verdict always does.
+    pub(crate) fn poll_verdict(&self, cx: &mut Context<'_>, urgent: bool) -> Poll<Verdict> {
+        match &self.0 {
+            PendingState::Ready(verdict) => Poll::Ready(*verdict),
+            PendingState::Waiting(slot) => slot.poll(cx, urgent),
+        }
     }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        // A connection that ends before its verdict arrives leaves no entry behind.
-        if let PendingState::Waiting { id, cluster, .. } = &self.state {
-            cluster.pending_map().remove(id);
+/// Request ids delivered and not yet acknowledged, by the subject that acknowledges them.
+struct Acks {
+    /// `<prefix>.verdict.`: a reply subject that does not start with it is not a node's.
+    verdict_prefix: String,
+    /// By acknowledgement subject; as many as the nodes that sent since the last batch.
+    batches: Vec<(String, Vec<u64>)>,
+    full: bool,
+}
+
+impl Acks {
+    fn new(verdict_prefix: String) -> Self {
+        Self {
+            verdict_prefix,
+            batches: Vec::new(),
+            full: false,
         }
+    }
+
+    /// Note that the request with reply subject `reply` was delivered; `false` when the
+    /// subject is not a node's (`<prefix>.verdict.<node>.<id>`), to be answered alone.
+    fn add(&mut self, reply: &str) -> bool {
+        let Some((base, id)) = reply.rsplit_once('.') else {
+            return false;
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            return false;
+        };
+        if !base.starts_with(&self.verdict_prefix) {
+            return false;
+        }
+        let ids = match self.batches.iter_mut().find(|(subject, _)| {
+            subject.len() == base.len() + ".ack".len() && subject.starts_with(base)
+        }) {
+            Some((_, ids)) => ids,
+            None => {
+                self.batches.push((format!("{base}.ack"), Vec::new()));
+                let Some((_, ids)) = self.batches.last_mut() else {
+                    return false;
+                };
+                ids
+            }
+        };
+        ids.push(id);
+        self.full |= ids.len() >= wire::MAX_ACK_IDS;
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Whether a batch holds as many ids as one acknowledgement carries.
+    fn full(&self) -> bool {
+        self.full
+    }
+
+    /// The acknowledgements to send, emptying the batches.
+    fn take(&mut self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+        self.full = false;
+        self.batches
+            .drain(..)
+            .map(|(subject, ids)| (subject, wire::encode_ack(&ids)))
     }
 }
 

@@ -11,7 +11,12 @@
 //! | 9..25 | the target address |
 //! | 25.. | the `msg`, the sender's exact JSON text |
 //!
-//! The answer is one byte on the reply subject: the [`Verdict`]. Every node also says it is
+//! A request that was delivered is acknowledged in a batch, on
+//! `<prefix>.verdict.<sender's node id>.ack`: the version, then the ids of the delivered
+//! requests (8 bytes each, big-endian). Every other verdict is answered at once, one byte
+//! on the request's own reply subject: the [`Verdict`]. Batching the common answer halves
+//! the messages NATS carries and spares the sender's connection a wake-up per message
+//! (docs/cluster.md, "Design"). Every node also says it is
 //! alive on `<prefix>.presence` (six bytes: version, kind, node id), so that a node whose
 //! subject has no subscriber is told apart from one that is failing over. A node that receives a
 //! request treats it as untrusted input: it checks the length, the version, the expiry,
@@ -110,6 +115,32 @@ pub(crate) fn decode_verdict(bytes: &[u8]) -> Verdict {
     }
 }
 
+/// The most request ids one acknowledgement carries.
+pub(crate) const MAX_ACK_IDS: usize = 128;
+
+/// The bytes of an acknowledgement: the requests `ids` were delivered.
+pub(crate) fn encode_ack(ids: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 * ids.len());
+    out.push(VERSION);
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out
+}
+
+/// The ids an acknowledgement says were delivered; `None` if it is not one this node reads.
+pub(crate) fn decode_ack(bytes: &[u8]) -> Option<impl Iterator<Item = u64> + '_> {
+    let (&version, ids) = bytes.split_first()?;
+    if version != VERSION || ids.len() % 8 != 0 {
+        return None;
+    }
+    Some(ids.chunks_exact(8).map(|id| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(id);
+        u64::from_be_bytes(bytes)
+    }))
+}
+
 /// What a node says on `<prefix>.presence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Presence {
@@ -182,6 +213,24 @@ mod tests {
         assert_eq!(decode_presence(&[1, 2, 0, 0, 0, 0]), None);
         assert_eq!(decode_presence(&[2, 0, 0, 0, 0, 0]), None);
         assert_eq!(decode_presence(b"hello"), None);
+    }
+
+    #[test]
+    fn acknowledgements_round_trip_and_junk_is_ignored() {
+        let ids = [1, 2, u64::MAX];
+        let bytes = encode_ack(&ids);
+        assert_eq!(bytes.len(), 25);
+        assert_eq!(
+            decode_ack(&bytes).map(Iterator::collect::<Vec<_>>),
+            Some(ids.to_vec())
+        );
+        assert_eq!(decode_ack(&[VERSION]).map(Iterator::count), Some(0));
+        assert!(decode_ack(&[]).is_none());
+        assert!(decode_ack(&bytes[..24]).is_none(), "a torn id");
+        assert!(
+            decode_ack(&[2, 0, 0, 0, 0, 0, 0, 0, 1]).is_none(),
+            "another version"
+        );
     }
 
     #[test]

@@ -21,6 +21,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// It is a guard, never the thing a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// `event`, awaited for at most [`PATIENCE`]: a test that waits for something that never
+/// happens fails, naming it, instead of hanging the suite.
+pub async fn within<F: std::future::Future>(what: &str, event: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, event)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {PATIENCE:?}"))
+}
+
 pub struct TestServer {
     pub url: String,
     pub handle: Handle,
