@@ -67,6 +67,8 @@ const GROWTHS: &[Growth] = &[
 ];
 
 pub(crate) fn run() -> Result<()> {
+    // The grown copies run the server tests, cluster tests included.
+    crate::test::provision_nats_server()?;
     let root = project_root();
     let target_dir = root.join("target/schema-growth");
     for growth in GROWTHS {

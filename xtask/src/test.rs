@@ -24,7 +24,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// Make sure `nats-server` can be found, installing it if need be.
-fn provision_nats_server() -> Result<()> {
+pub(crate) fn provision_nats_server() -> Result<()> {
     if let Ok(path) = compendium_harness::nats_server_binary() {
         eprintln!("xtask test: nats-server is {}", path.display());
         return Ok(());
