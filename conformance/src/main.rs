@@ -99,6 +99,13 @@ enum Command {
         /// Messages in flight per direction in flood mode.
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Open loop instead: send N msgs/s in all, spread evenly over the 2 × --pairs
+        /// senders, each on a fixed timetable whether or not earlier messages came back.
+        /// Latency then counts from when each message was due (coordinated omission
+        /// corrected, as wrk2 does), and a run whose generator fell more than 1 % behind its
+        /// timetable is INVALID (the relay did not get the load asked for).
+        #[arg(long, value_name = "N", conflicts_with_all = ["mode", "window"])]
+        rate: Option<f64>,
         /// Also run N churn clients: each repeatedly connects, INITs, sends an invalid
         /// message (expects ERR 400), routes to itself (expects it back) and leaves, every
         /// other time with a TCP reset; at most 10 cycles per second each.
@@ -236,6 +243,7 @@ fn main() -> ExitCode {
                 secs,
                 mode,
                 window,
+                rate,
                 churn,
                 idle,
                 json,
@@ -252,9 +260,10 @@ fn main() -> ExitCode {
                 match idle {
                     Some(count) => hold_idle(&url, &client, count, duration, json).await,
                     None => {
-                        let mode = match mode {
-                            LoadMode::Pingpong => load::Mode::Pingpong,
-                            LoadMode::Flood => load::Mode::Flood,
+                        let mode = match (rate, mode) {
+                            (Some(_), _) => load::Mode::Open,
+                            (None, LoadMode::Pingpong) => load::Mode::Pingpong,
+                            (None, LoadMode::Flood) => load::Mode::Flood,
                         };
                         let options = load::LoadOptions {
                             urls: url,
@@ -263,6 +272,7 @@ fn main() -> ExitCode {
                             duration,
                             mode,
                             window,
+                            rate: rate.unwrap_or_default(),
                             churn,
                             client,
                         };

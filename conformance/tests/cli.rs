@@ -119,3 +119,31 @@ async fn usage_errors_exit_2() {
         "{stderr}"
     );
 }
+
+/// `load --rate` is the open loop: it cannot be combined with a closed-loop mode, and a
+/// rate of nothing is refused before any connection is made.
+#[tokio::test]
+async fn load_rate_conflicts_with_a_closed_loop_and_must_be_positive() {
+    let args = |extra: &[&str]| {
+        ["load", "--url", "ws://127.0.0.1:9"]
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let out = output(args(&["--rate", "1000", "--mode", "flood"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--rate <N>' cannot be used with '--mode <MODE>'"),
+        "{stderr}"
+    );
+
+    let out = output(args(&["--rate", "0"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "compendium-conformance: load: an open loop needs a rate above 0 msgs/s, not 0"
+    );
+}

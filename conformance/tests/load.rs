@@ -18,6 +18,7 @@ fn options(url: String) -> LoadOptions {
         duration: Duration::from_millis(300),
         mode: Mode::Pingpong,
         window: 1,
+        rate: 0.0,
         churn: 2,
         client: ClientBuilder::default(),
     }
@@ -77,4 +78,65 @@ async fn a_burst_across_two_nodes_arrives_once_in_order_and_unchanged() {
     assert!(report.valid, "{:?}", report.problems);
     assert!(report.messages > 1000, "{} messages", report.messages);
     assert!(report.churn_cycles > 0);
+}
+
+/// Open loop at a rate any relay manages: every scheduled message is sent (the 0.1 s of
+/// grace covers a generator starved of CPU at the very end) and arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_our_relay_keeps_up_with_is_valid() {
+    let url = support::our_relay(Config::ephemeral()).await;
+    let options = LoadOptions {
+        mode: Mode::Open,
+        rate: 1_000.0,
+        duration: Duration::from_millis(500),
+        churn: 0,
+        ..options(url)
+    };
+    let report = load::run(&options).await.expect("run");
+    assert!(report.valid, "{:?}", report.problems);
+    let schedule = report.schedule.expect("an open loop reports its schedule");
+    assert!(
+        schedule.due > 0 && schedule.sent >= schedule.due,
+        "{schedule:?}"
+    );
+    assert_eq!(report.messages, schedule.sent);
+    assert_eq!(report.window, 0);
+}
+
+/// A generator that cannot keep its timetable (here: 10 million msgs/s into a relay that
+/// pushes back instead of refusing) did not apply the load asked for: the run is INVALID
+/// and says why first, although nothing was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_that_falls_behind_its_schedule_is_invalid() {
+    let url = toy_relay::start(Fault::BlocksTheSender).await;
+    let options = LoadOptions {
+        mode: Mode::Open,
+        rate: 10_000_000.0,
+        pairs: 1,
+        duration: Duration::from_millis(300),
+        churn: 0,
+        ..options(url)
+    };
+    let report = load::run(&options).await.expect("run");
+    assert!(!report.valid);
+    assert!(
+        report.problems[0].starts_with("the generator fell behind its schedule: it sent "),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let schedule = report.schedule.expect("schedule");
+    assert!(schedule.kept() < 0.99, "{schedule:?}");
+    assert_eq!(report.messages, schedule.sent);
+}
+
+#[tokio::test]
+async fn an_open_loop_without_a_rate_is_refused() {
+    let options = LoadOptions {
+        mode: Mode::Open,
+        rate: 0.0,
+        ..options("ws://127.0.0.1:9".into())
+    };
+    let err = load::run(&options).await.expect_err("no rate");
+    assert_eq!(err, "an open loop needs a rate above 0 msgs/s, not 0");
 }

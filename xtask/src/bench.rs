@@ -2,9 +2,12 @@
 //! the project's own load generator, reported as ratios of medians from the same run.
 //!
 //! Both servers are built in release mode. Every workload runs A/B/A/B… (baseline, ours)
-//! with a fresh server process per run; idle-connection memory is the server's RSS (from
-//! /proc) with N connections open minus its RSS when empty. Writes
-//! `bench/results/<date>.{json,md,svg}` and the results section of docs/performance.md.
+//! with a fresh server process per run, and each run also reads the server's CPU time
+//! (user + system, /proc) before and after, for µs of relay CPU per delivered message.
+//! Then latency at equal load (`bench_load`): both relays in open loop at fixed fractions
+//! of the baseline's closed-loop maximum. Idle-connection memory is the server's RSS with
+//! N connections open minus its RSS when empty. Writes `bench/results/<date>.{json,md,svg}`
+//! and the results section of docs/performance.md.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,6 +19,8 @@ use serde_json::{Value, json};
 use compendium_conformance::load::{IdleReport, LoadReport};
 use compendium_harness::Relay;
 
+use crate::bench_load;
+use crate::pin::{Pinning, on_cpu};
 use crate::process::build_release;
 use crate::project_root;
 use crate::report::{PERFORMANCE_DOC, machine, replace_section, today};
@@ -29,9 +34,13 @@ struct Workload {
     window: usize,
     /// Ours / baseline msgs/s must be at least this.
     min_ratio: f64,
-    /// Ours / baseline p99 must be at most this, where the issue sets a latency target.
-    max_p99_ratio: Option<f64>,
 }
+
+/// Ours / baseline relay CPU per delivered message must be at most this, for every workload.
+/// (Closed-loop p99 is shown but judged nowhere: at saturation on a shared machine it
+/// measures the generator as much as the relay. Latency targets are set at equal load, in
+/// `bench_load`.)
+const MAX_CPU_RATIO: f64 = 1.0;
 
 const MATRIX: &[Workload] = &[
     Workload {
@@ -41,7 +50,6 @@ const MATRIX: &[Workload] = &[
         size: 256,
         window: 1,
         min_ratio: 0.95,
-        max_p99_ratio: Some(1.1),
     },
     Workload {
         name: "pingpong 16×256 B",
@@ -50,7 +58,6 @@ const MATRIX: &[Workload] = &[
         size: 256,
         window: 1,
         min_ratio: 0.95,
-        max_p99_ratio: Some(1.1),
     },
     Workload {
         name: "pingpong 256×256 B",
@@ -59,7 +66,6 @@ const MATRIX: &[Workload] = &[
         size: 256,
         window: 1,
         min_ratio: 0.95,
-        max_p99_ratio: Some(1.1),
     },
     Workload {
         name: "pingpong 16×16 KiB",
@@ -68,7 +74,6 @@ const MATRIX: &[Workload] = &[
         size: 16 << 10,
         window: 1,
         min_ratio: 0.95,
-        max_p99_ratio: None,
     },
     Workload {
         name: "pingpong 256×16 KiB",
@@ -77,7 +82,6 @@ const MATRIX: &[Workload] = &[
         size: 16 << 10,
         window: 1,
         min_ratio: 0.95,
-        max_p99_ratio: None,
     },
     Workload {
         name: "flood 16×256 B w64",
@@ -86,18 +90,17 @@ const MATRIX: &[Workload] = &[
         size: 256,
         window: 64,
         min_ratio: 0.90,
-        max_p99_ratio: None,
     },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Server {
+pub(crate) enum Server {
     Baseline,
     Ours,
 }
 
 impl Server {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Baseline => "baseline",
             Self::Ours => "compendium-server",
@@ -105,15 +108,21 @@ impl Server {
     }
 }
 
-struct Plan {
+pub(crate) struct Plan {
     quick: bool,
-    secs: f64,
-    reps: usize,
+    pub(crate) secs: f64,
+    pub(crate) reps: usize,
     idle: usize,
     many_idle: Option<usize>,
+    pub(crate) pin: Option<Pinning>,
 }
 
-pub(crate) fn run(quick: bool) -> Result<()> {
+pub(crate) fn run(quick: bool, pin: bool) -> Result<()> {
+    let pin = if pin {
+        Some(Pinning::two_cores()?)
+    } else {
+        None
+    };
     let plan = if quick {
         Plan {
             quick,
@@ -121,6 +130,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
             reps: 1,
             idle: 2_000,
             many_idle: None,
+            pin,
         }
     } else {
         Plan {
@@ -129,6 +139,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
             reps: 3,
             idle: 10_000,
             many_idle: Some(19_000),
+            pin,
         }
     };
     let root = project_root();
@@ -139,21 +150,25 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     for workload in MATRIX {
         for rep in 0..plan.reps {
             for server in [Server::Baseline, Server::Ours] {
-                let result = throughput_run(&bin, server, workload, plan.secs)
-                    .with_context(|| format!("{} on {}", workload.name, server.label()))?;
+                let result =
+                    measured_run(&bin, server, &closed_loop(workload, plan.secs), plan.pin)
+                        .with_context(|| format!("{} on {}", workload.name, server.label()))?;
                 eprintln!(
-                    "{:<22} {:<18} rep {}: {:>9.0} msgs/s  p99 {:>6} µs{}",
+                    "{:<22} {:<18} rep {}: {:>9.0} msgs/s  p99 {:>6} µs  {:>5.1} µs CPU/msg{}",
                     workload.name,
                     server.label(),
                     rep + 1,
                     result.load.msgs_per_sec,
                     result.load.latency_us.p99,
+                    result.cpu_us_per_msg,
                     if result.load.valid { "" } else { "  INVALID" }
                 );
                 runs.push(json!({"workload": workload.name, "server": server.label(), "rep": rep + 1, "result": result.to_json()?}));
             }
         }
     }
+
+    let open_runs = bench_load::run(&bin, &runs, &plan)?;
 
     let mut memory = Vec::new();
     for server in [Server::Baseline, Server::Ours] {
@@ -179,7 +194,8 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         None => None,
     };
 
-    let summary = summarize(&runs, &memory, many.as_ref(), &plan);
+    let summary = summarize(&runs, &memory, many.as_ref(), plan.idle);
+    let at_load = bench_load::summarize(&open_runs);
     let date = today()?;
     let report = json!({
         "date": date,
@@ -187,38 +203,69 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         "secs_per_run": plan.secs,
         "repetitions": plan.reps,
         "machine": machine(),
+        "pinned": plan.pin,
         "summary": summary,
+        "at_load": at_load,
         "runs": runs,
+        "open_runs": open_runs,
         "memory": memory,
         "many_idle": many,
     });
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
-    let stem = if plan.quick {
-        format!("{date}-quick")
-    } else {
-        date.clone()
-    };
+    let stem = results_stem(&dir, &date, plan.quick, plan.pin.is_some());
     let table = markdown(&report);
     let svg = write_results(&dir, &stem, &report, &table)?;
     crate::chart::draw(&report, &svg)?;
     println!("{table}");
     println!("wrote bench/results/{stem}.json, .md, .svg");
-    if !plan.quick {
+    if !plan.quick && plan.pin.is_none() {
         update_doc(&root, &table, &format!("../bench/results/{stem}.svg"))?;
         println!("updated the results section of {PERFORMANCE_DOC}");
     }
     Ok(())
 }
 
-/// Redraw the chart of a results file, next to it.
-pub(crate) fn redraw(results: &Path) -> Result<()> {
+/// Judge a results file again from its raw runs, with the targets of this code: rewrite
+/// its summaries (.json), table (.md) and chart (.svg), and for a full unpinned run the
+/// results section of docs/performance.md.
+pub(crate) fn rejudge(results: &Path) -> Result<()> {
     let text = std::fs::read_to_string(results)
         .with_context(|| format!("reading {}", results.display()))?;
-    let report: Value = serde_json::from_str(&text).context("not a results file")?;
-    let svg = results.with_extension("svg");
+    let mut report: Value = serde_json::from_str(&text).context("not a results file")?;
+    let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    let (runs, memory, open_runs) = (list("runs"), list("memory"), list("open_runs"));
+    let idle = memory
+        .first()
+        .and_then(|m| m["result"]["connections"].as_u64())
+        .and_then(|n| usize::try_from(n).ok())
+        .context("the results file has no idle-memory runs")?;
+    let many = report["many_idle"]
+        .as_object()
+        .map(|m| Value::Object(m.clone()));
+    report["summary"] = json!(summarize(&runs, &memory, many.as_ref(), idle));
+    report["at_load"] = json!(bench_load::summarize(&open_runs));
+    let dir = results
+        .parent()
+        .context("results file without a directory")?;
+    let stem = results
+        .file_stem()
+        .context("results file without a name")?
+        .to_string_lossy()
+        .into_owned();
+    let table = markdown(&report);
+    let svg = write_results(dir, &stem, &report, &table)?;
     crate::chart::draw(&report, &svg)?;
-    println!("wrote {}", svg.display());
+    println!("{table}");
+    println!("rewrote {}.json, .md, .svg", stem);
+    if report["quick"] != true && report["pinned"].is_null() {
+        update_doc(
+            &project_root(),
+            &table,
+            &format!("../bench/results/{stem}.svg"),
+        )?;
+        println!("updated the results section of {PERFORMANCE_DOC}");
+    }
     Ok(())
 }
 
@@ -240,38 +287,87 @@ pub(crate) fn load_command(bin: &Path, url: &str) -> Command {
     command
 }
 
-/// One throughput run: what the load generator reported, and the server's RSS after it.
-struct Throughput {
-    load: LoadReport,
+/// `<date>[-quick][-pinned]`, with `-2`, `-3`… if that results file exists already (a
+/// second full run the same day must not overwrite the first: their spread is evidence).
+fn results_stem(dir: &Path, date: &str, quick: bool, pinned: bool) -> String {
+    let mut stem = date.to_owned();
+    if quick {
+        stem.push_str("-quick");
+    }
+    if pinned {
+        stem.push_str("-pinned");
+    }
+    if quick {
+        return stem;
+    }
+    let mut candidate = stem.clone();
+    for n in 2.. {
+        if !dir.join(format!("{candidate}.json")).exists() {
+            break;
+        }
+        candidate = format!("{stem}-{n}");
+    }
+    candidate
+}
+
+/// One measured run: what the load generator reported, the server's RSS after it and the
+/// server's CPU time per delivered message.
+pub(crate) struct Throughput {
+    pub(crate) load: LoadReport,
     server_rss_kib: u64,
+    pub(crate) cpu_us_per_msg: f64,
 }
 
 impl Throughput {
-    /// As stored in the results file: the load report plus `server_rss_kib`.
-    fn to_json(&self) -> Result<Value> {
+    /// As stored in the results file: the load report plus `server_rss_kib` and
+    /// `server_cpu_us_per_msg`.
+    pub(crate) fn to_json(&self) -> Result<Value> {
         let mut value = serde_json::to_value(&self.load)?;
         value["server_rss_kib"] = json!(self.server_rss_kib);
+        value["server_cpu_us_per_msg"] = json!(self.cpu_us_per_msg);
         Ok(value)
     }
 }
 
-fn throughput_run(bin: &Path, server: Server, w: &Workload, secs: f64) -> Result<Throughput> {
-    let running = start(bin, server)?;
-    let output = load_command(bin, running.url())
-        .args([
-            "--pairs",
-            &w.pairs.to_string(),
-            "--size",
-            &w.size.to_string(),
-            "--secs",
-            &secs.to_string(),
-        ])
-        .args(["--mode", w.mode, "--window", &w.window.to_string()])
-        .output()
-        .context("running the load generator")?;
+/// The load generator's arguments for a closed-loop workload.
+fn closed_loop(w: &Workload, secs: f64) -> Vec<String> {
+    [
+        "--pairs",
+        &w.pairs.to_string(),
+        "--size",
+        &w.size.to_string(),
+        "--secs",
+        &secs.to_string(),
+        "--mode",
+        w.mode,
+        "--window",
+        &w.window.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Start `server`, run the load generator with `args` against it, and read the server's
+/// RSS and CPU time. The CPU time is taken just before the generator starts and just after
+/// it ends, so it includes setting up the pairs (a few ms) besides the messages.
+pub(crate) fn measured_run(
+    bin: &Path,
+    server: Server,
+    args: &[String],
+    pin: Option<Pinning>,
+) -> Result<Throughput> {
+    let running = on_cpu(pin.map(|p| p.relay), || start(bin, server))??;
+    let before = running.process.cpu_time()?.total();
+    let url = running.url().to_owned();
+    let output = on_cpu(pin.map(|p| p.generator), || {
+        load_command(bin, &url).args(args).output()
+    })?
+    .context("running the load generator")?;
+    let cpu = running.process.cpu_time()?.total().saturating_sub(before);
     let load: LoadReport = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("load output: {}", String::from_utf8_lossy(&output.stderr)))?;
     Ok(Throughput {
+        cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / load.messages.max(1) as f64,
         load,
         server_rss_kib: running.process.rss_kib().unwrap_or(0),
     })
@@ -335,7 +431,7 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, plan: &Plan) -> Vec<Value> {
+fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, idle: usize) -> Vec<Value> {
     let pick = |workload: &str, server: Server, field: &dyn Fn(&Value) -> f64| -> f64 {
         median(
             runs.iter()
@@ -356,22 +452,25 @@ fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, plan: &Plan
             pick(w.name, Server::Baseline, &p99),
             pick(w.name, Server::Ours, &p99),
         );
+        let cpu = |r: &Value| r["server_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN);
+        let (base_cpu, ours_cpu) = (
+            pick(w.name, Server::Baseline, &cpu),
+            pick(w.name, Server::Ours, &cpu),
+        );
+        let cpu_ratio = ours_cpu / base_cpu;
         let ratio = ours / base;
         let p99_ratio = ours_p99 / base_p99;
         let valid = runs
             .iter()
             .filter(|r| r["workload"] == w.name)
             .all(|r| r["result"]["valid"] == true);
-        let met =
-            valid && ratio >= w.min_ratio && w.max_p99_ratio.is_none_or(|max| p99_ratio <= max);
-        let target = match w.max_p99_ratio {
-            Some(max) => format!("≥ {:.2}× msgs/s, p99 ≤ {max:.1}×", w.min_ratio),
-            None => format!("≥ {:.2}× msgs/s", w.min_ratio),
-        };
+        let met = valid && ratio >= w.min_ratio && cpu_ratio <= MAX_CPU_RATIO;
+        let target = format!("≥ {:.2}× msgs/s, CPU ≤ {MAX_CPU_RATIO:.1}×", w.min_ratio);
         rows.push(json!({
             "workload": w.name, "mode": w.mode, "pairs": w.pairs, "size": w.size,
             "baseline_msgs_per_sec": base, "ours_msgs_per_sec": ours, "ratio": ratio,
             "baseline_p99_us": base_p99, "ours_p99_us": ours_p99, "p99_ratio": p99_ratio,
+            "baseline_cpu_us_per_msg": base_cpu, "ours_cpu_us_per_msg": ours_cpu, "cpu_ratio": cpu_ratio,
             "valid": valid, "target": target, "met": met,
         }));
     }
@@ -390,7 +489,7 @@ fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, plan: &Plan
     };
     let ours_kib = per(Server::Ours);
     rows.push(json!({
-        "workload": format!("{} idle connections after INIT", plan.idle),
+        "workload": format!("{idle} idle connections after INIT"),
         "baseline_kib_per_connection": per(Server::Baseline), "ours_kib_per_connection": ours_kib,
         "target": "≤ 6 KiB RSS per connection", "met": ours_kib <= 6.0,
     }));
@@ -406,9 +505,17 @@ fn summarize(runs: &[Value], memory: &[Value], many: Option<&Value>, plan: &Plan
 }
 
 fn markdown(report: &Value) -> String {
+    let pinned = match report["pinned"].as_object() {
+        Some(pin) => format!(
+            "; relay pinned to CPU {}, load generator to CPU {}",
+            pin["relay"], pin["generator"]
+        ),
+        None => "; relay and load generator sharing the CPUs".to_owned(),
+    };
     let mut out = format!(
-        "Measured {} on {} ({}; {} s per run, {} repetition(s), A/B alternating, medians):\n\n\
-         | workload | baseline | compendium-server | ratio | p99 baseline → ours | target | met |\n|---|---|---|---|---|---|---|\n",
+        "Measured {} on {} ({}; {} s per run, {} repetition(s), A/B alternating, medians{pinned}).\n\n\
+         Closed loop (each sender waits for its window; throughput at saturation):\n\n\
+         | workload | baseline | compendium-server | ratio | relay CPU µs/msg baseline → ours | p99 baseline → ours | target | met |\n|---|---|---|---|---|---|---|---|\n",
         report["date"].as_str().unwrap_or("?"),
         report["machine"]["cpus"],
         report["machine"]["kernel"].as_str().unwrap_or("?"),
@@ -419,11 +526,14 @@ fn markdown(report: &Value) -> String {
         let met = if row["met"] == true { "yes" } else { "**no**" };
         if let Some(base) = row["baseline_msgs_per_sec"].as_f64() {
             out.push_str(&format!(
-                "| {} | {:.0} msgs/s | {:.0} msgs/s | {:.2}× | {:.0} → {:.0} µs ({:.2}×) | {} | {met} |\n",
+                "| {} | {:.0} msgs/s | {:.0} msgs/s | {:.2}× | {:.1} → {:.1} ({:.2}×) | {:.0} → {:.0} µs ({:.2}×) | {} | {met} |\n",
                 row["workload"].as_str().unwrap_or("?"),
                 base,
                 row["ours_msgs_per_sec"].as_f64().unwrap_or(f64::NAN),
                 row["ratio"].as_f64().unwrap_or(f64::NAN),
+                row["baseline_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN),
+                row["ours_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN),
+                row["cpu_ratio"].as_f64().unwrap_or(f64::NAN),
                 row["baseline_p99_us"].as_f64().unwrap_or(f64::NAN),
                 row["ours_p99_us"].as_f64().unwrap_or(f64::NAN),
                 row["p99_ratio"].as_f64().unwrap_or(f64::NAN),
@@ -431,7 +541,7 @@ fn markdown(report: &Value) -> String {
             ));
         } else if let Some(base) = row["baseline_kib_per_connection"].as_f64() {
             out.push_str(&format!(
-                "| {} | {:.1} KiB/conn | {:.1} KiB/conn | | | {} | {met} |\n",
+                "| {} | {:.1} KiB/conn | {:.1} KiB/conn | | | | {} | {met} |\n",
                 row["workload"].as_str().unwrap_or("?"),
                 base,
                 row["ours_kib_per_connection"].as_f64().unwrap_or(f64::NAN),
@@ -439,7 +549,7 @@ fn markdown(report: &Value) -> String {
             ));
         } else {
             out.push_str(&format!(
-                "| {} | | {} opened, {:.1} KiB/conn | | | {} | {met} |\n",
+                "| {} | | {} opened, {:.1} KiB/conn | | | | {} | {met} |\n",
                 row["workload"].as_str().unwrap_or("?"),
                 row["opened"],
                 row["ours_kib_per_connection"].as_f64().unwrap_or(f64::NAN),
@@ -447,6 +557,7 @@ fn markdown(report: &Value) -> String {
             ));
         }
     }
+    out.push_str(&bench_load::markdown(report));
     out
 }
 

@@ -4,6 +4,8 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_load;
+mod bench_spread;
 mod chart;
 mod codegen;
 #[cfg(test)]
@@ -11,6 +13,7 @@ mod deps;
 mod ensure;
 mod fuzz;
 mod message_api;
+mod pin;
 mod process;
 mod report;
 mod schema_diff;
@@ -75,14 +78,25 @@ enum Command {
         /// Shorter runs, one repetition, smaller idle test; does not touch docs/performance.md.
         #[arg(long)]
         quick: bool,
-        /// Measure nothing: redraw the chart of an existing results file (its .svg).
+        /// Measure nothing: judge an existing results file again from its raw runs with the
+        /// current targets, rewriting its table (.md), chart (.svg) and summaries, and for a
+        /// full unpinned run the results section of docs/performance.md.
         #[arg(long, value_name = "RESULTS.json")]
-        chart: Option<PathBuf>,
+        rejudge: Option<PathBuf>,
         /// Instead: what cluster mode costs — one node, one node in cluster mode, and two
         /// nodes with nats-server (every message across them), as ratios to the single
         /// node, with CPU per message and idle memory per connection. Needs nats-server.
-        #[arg(long, conflicts_with = "chart")]
+        #[arg(long, conflicts_with = "rejudge")]
         cluster: bool,
+        /// Run the relay on CPU 0 and the load generator on CPU 1 (sched_setaffinity; each
+        /// then has one tokio worker), so neither steals the other's CPU. Recorded in the
+        /// results, written to <date>-pinned.*; docs/performance.md is not touched.
+        #[arg(long, conflicts_with_all = ["rejudge", "cluster"])]
+        pin: bool,
+        /// Measure nothing: compare the ratios of two or more results files (full runs)
+        /// side by side with their spread, and write the table into docs/performance.md.
+        #[arg(long, value_name = "RESULTS.json", num_args = 2.., conflicts_with_all = ["rejudge", "cluster", "pin", "quick"])]
+        spread: Vec<PathBuf>,
     },
     /// Build the coverage-guided fuzz targets in `fuzz/` (libFuzzer, stable Rust) and run
     /// each for SECS seconds: first its saved failures (`fuzz/regressions/<target>/`), then
@@ -133,15 +147,16 @@ fn main() -> ExitCode {
         Command::CheckVendor => vendor::run(),
         Command::CheckSchemaGrowth => schema_growth::run(),
         Command::Bench {
-            chart: Some(results),
+            rejudge: Some(results),
             ..
-        } => bench::redraw(&results),
+        } => bench::rejudge(&results),
+        Command::Bench { spread, .. } if !spread.is_empty() => bench_spread::run(&spread),
         Command::Bench {
             quick,
             cluster: true,
             ..
         } => bench_cluster::run(quick),
-        Command::Bench { quick, .. } => bench::run(quick),
+        Command::Bench { quick, pin, .. } => bench::run(quick, pin),
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
         Command::Soak {
             minutes,
