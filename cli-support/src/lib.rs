@@ -27,13 +27,15 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM, registered up front so that a binary that cannot receive
-/// them says so at startup instead of ignoring Ctrl-C later.
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP, registered up front so that a binary that cannot
+/// receive them says so at startup instead of ignoring Ctrl-C later.
 pub struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 /// Which signal arrived.
@@ -43,6 +45,9 @@ pub enum Signal {
     Interrupt,
     /// SIGTERM.
     Terminate,
+    /// SIGHUP: the server reloads its certificate; other binaries stop, as they would
+    /// without a handler.
+    Hangup,
 }
 
 impl fmt::Display for Signal {
@@ -50,12 +55,13 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Self::Interrupt => "SIGINT",
             Self::Terminate => "SIGTERM",
+            Self::Hangup => "SIGHUP",
         })
     }
 }
 
 impl Signals {
-    /// Start listening for SIGINT and SIGTERM; needs a tokio runtime.
+    /// Start listening for SIGINT, SIGTERM and SIGHUP; needs a tokio runtime.
     ///
     /// # Errors
     /// If the operating system refuses a signal handler: say so and stop, rather than
@@ -67,6 +73,7 @@ impl Signals {
             Ok(Self {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -75,13 +82,14 @@ impl Signals {
         }
     }
 
-    /// The next SIGINT or SIGTERM.
+    /// The next SIGINT, SIGTERM or SIGHUP.
     pub async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
         {
             tokio::select! {
                 _ = self.interrupt.recv() => Signal::Interrupt,
                 _ = self.terminate.recv() => Signal::Terminate,
+                _ = self.hangup.recv() => Signal::Hangup,
             }
         }
         #[cfg(not(unix))]
@@ -94,6 +102,23 @@ impl Signals {
             }
         }
     }
+}
+
+/// `at` as RFC 3339 in UTC, to the second (`2026-12-01T12:00:00Z`): how messages about
+/// certificates give dates.
+#[must_use]
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    let seconds = match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{seconds} s after the Unix epoch"))
 }
 
 /// A duration given in seconds on the command line (`30`, `0.5`), shown the same way, so
@@ -129,6 +154,13 @@ impl From<Seconds> for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_rfc3339_in_utc() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_126_400);
+        assert_eq!(rfc3339(at), "2026-12-01T12:00:00Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn seconds_read_and_show_the_same_way() {

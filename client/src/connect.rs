@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::{ConnectError, ConnectStage, Error, Result};
+use crate::tls_problem::TlsProblem;
 
 /// The byte stream under a [`RawSocket`]: plain TCP or TLS over TCP.
 pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {
@@ -110,19 +111,36 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
     // Protocol messages are small and latency matters more than batching.
     let _ = tcp.set_nodelay(true);
 
+    // What a plain server sent first, to recognise a TLS server behind a ws:// URL.
+    let first_byte = Arc::new(std::sync::OnceLock::new());
     let handshake = async {
         let stream: Box<dyn RawIo> = match connector {
-            None => Box::new(tcp),
+            None => Box::new(FirstByte {
+                inner: tcp,
+                first: Arc::clone(&first_byte),
+                seen: false,
+            }),
             Some(connector) => {
                 let name = ServerName::try_from(host.clone()).map_err(|e| {
                     Error::InvalidUrl(format!("{host:?} is not a TLS server name: {e}"))
                 })?;
                 let stream = connector.connect(name, tcp).await.map_err(|e| {
-                    Error::Connect(ConnectError::io(
-                        ConnectStage::Tls,
-                        format!("TLS handshake with {host}: {e}"),
-                        e,
-                    ))
+                    Error::Connect(match TlsProblem::of_handshake(&e, &host) {
+                        Some(problem) => ConnectError::tls(
+                            ConnectStage::Tls,
+                            format!(
+                                "TLS handshake with {host}: {}",
+                                problem.advice(dial.url, dial.trust)
+                            ),
+                            problem,
+                            Some(e),
+                        ),
+                        None => ConnectError::io(
+                            ConnectStage::Tls,
+                            format!("TLS handshake with {host}: {e}"),
+                            e,
+                        ),
+                    })
                 })?;
                 Box::new(stream)
             }
@@ -134,6 +152,20 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(|e| {
+                    // A TLS record (handshake 0x16 or alert 0x15) in answer to an HTTP request.
+                    if matches!(first_byte.get(), Some(0x15 | 0x16)) {
+                        let problem = TlsProblem::TlsServer;
+                        return Error::Connect(ConnectError::tls(
+                            ConnectStage::WebSocket,
+                            format!(
+                                "WebSocket handshake with {}: {}",
+                                dial.url,
+                                problem.advice(dial.url, dial.trust)
+                            ),
+                            problem,
+                            None,
+                        ));
+                    }
                     let message = format!("WebSocket handshake with {}: {e}", dial.url);
                     Error::Connect(match e {
                         WsError::Http(response) => {
@@ -181,4 +213,71 @@ fn tls_connector(trust: &Trust) -> Result<tokio_rustls::TlsConnector> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// A plain TCP stream that remembers the first byte the server sent (then reads through).
+struct FirstByte {
+    inner: TcpStream,
+    first: Arc<std::sync::OnceLock<u8>>,
+    seen: bool,
+}
+
+impl AsyncRead for FirstByte {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.seen
+            && let Some(&byte) = buf.filled().get(before)
+        {
+            let _ = self.first.set(byte);
+            self.seen = true;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for FirstByte {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl RawIo for FirstByte {
+    fn reset_on_drop(&self) {
+        self.inner.reset_on_drop();
+    }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use compendium_messages::{ParseError, PayloadError};
 
+use crate::TlsProblem;
+
 /// Everything that can go wrong talking to a relay. Each variant says what to do about it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -123,6 +125,8 @@ pub enum ConnectStage {
 #[derive(Debug)]
 enum Cause {
     Io(std::io::Error),
+    /// A TLS mistake a person can fix, and the I/O error it came as (if any).
+    Tls(TlsProblem, Option<std::io::Error>),
     Http(u16),
     Other,
 }
@@ -132,6 +136,19 @@ impl ConnectError {
         Self {
             stage,
             cause: Cause::Io(err),
+            message,
+        }
+    }
+
+    pub(crate) fn tls(
+        stage: ConnectStage,
+        message: String,
+        problem: TlsProblem,
+        err: Option<std::io::Error>,
+    ) -> Self {
+        Self {
+            stage,
+            cause: Cause::Tls(problem, err),
             message,
         }
     }
@@ -163,7 +180,19 @@ impl ConnectError {
     #[must_use]
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match &self.cause {
-            Cause::Io(err) => Some(err.kind()),
+            Cause::Io(err) | Cause::Tls(_, Some(err)) => Some(err.kind()),
+            _ => None,
+        }
+    }
+
+    /// The TLS mistake behind it, when it is one a person can fix (a CA certificate served
+    /// as the server's own, an untrusted issuer, a name the certificate does not cover,
+    /// its dates, a `ws://`/`wss://` scheme that does not match the server). The message
+    /// says what to do.
+    #[must_use]
+    pub fn tls_problem(&self) -> Option<&TlsProblem> {
+        match &self.cause {
+            Cause::Tls(problem, _) => Some(problem),
             _ => None,
         }
     }
@@ -188,7 +217,7 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {
-            Cause::Io(err) => Some(err),
+            Cause::Io(err) | Cause::Tls(_, Some(err)) => Some(err),
             _ => None,
         }
     }

@@ -21,9 +21,11 @@ mod error;
 mod event;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+mod tls_problem;
 
 pub use client::{Client, ClientBuilder, Events, Sender};
 pub use compendium_messages::{Address, Payload};
 pub use connect::{RawIo, RawSocket};
 pub use error::{ConnectError, ConnectStage, Error, Result};
 pub use event::Event;
+pub use tls_problem::TlsProblem;

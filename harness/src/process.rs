@@ -132,6 +132,21 @@ impl Process {
         self.child.id()
     }
 
+    /// Send a signal by name (`HUP`, `TERM`, ...), as `kill -s NAME` does.
+    ///
+    /// # Errors
+    /// If `kill` cannot be run or fails (the process is gone, say).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -s {name} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then wait for it to exit (at most a minute: a process that ignores
     /// SIGTERM fails the caller instead of hanging it).
     ///
@@ -148,13 +163,7 @@ impl Process {
     /// If the signal cannot be sent, waiting fails, or it is still running after `within`
     /// (it is then killed).
     pub fn terminate_within(&mut self, within: Duration) -> Result<ExitStatus> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .context("running kill")?;
-        if !status.success() {
-            bail!("kill -TERM {} failed", self.pid());
-        }
+        self.signal("TERM")?;
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().context("waiting for it to exit")? {

@@ -39,6 +39,9 @@ pub use config::{
 };
 pub use error::Error;
 pub use server::{Handle, Server};
+pub use tls::CertificateInfo;
+/// `--tls-self-signed`: a development CA and certificate for `wss://` on a LAN.
+pub use tls::dev as dev_certificate;
 
 /// The `errMsg` of ERR 404, exactly as the first implementation sent it (rule 3.6).
 pub const NOT_FOUND_TEXT: &str = relay::NOT_FOUND_TEXT;

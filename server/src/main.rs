@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use compendium_cli_support::{Exit, Seconds, Signals};
-use compendium_server::{ClusterConfig, ClusterKey, Config, Server, TlsFiles};
+use compendium_cli_support::{Exit, Seconds, Signal, Signals};
+use compendium_server::{ClusterConfig, ClusterKey, Config, Server, TlsFiles, dev_certificate};
 
 /// The Compendium WebSocket relay.
 ///
@@ -34,7 +34,9 @@ struct Cli {
     )]
     listen: Vec<SocketAddr>,
 
-    /// PEM certificate chain: serve wss:// (needs --tls-key).
+    /// PEM certificate chain: serve wss:// (needs --tls-key). The served certificate must
+    /// be a leaf (CA:FALSE) with the host names in subjectAltName. Send SIGHUP to load
+    /// renewed files without a restart (open connections are kept).
     #[arg(
         long,
         env = "COMPENDIUM_TLS_CERT",
@@ -51,6 +53,22 @@ struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+
+    /// Serve wss:// with a development certificate kept in DIR: on first use, a small CA
+    /// (DIR/ca.pem, the file clients must trust) and a certificate it signs for this
+    /// machine's names; later runs reuse them. For trying wss:// on a LAN, not production.
+    #[arg(
+        long,
+        env = "COMPENDIUM_TLS_SELF_SIGNED",
+        value_name = "DIR",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    tls_self_signed: Option<PathBuf>,
+
+    /// With --tls-self-signed: one more DNS name or IP address the certificate must cover
+    /// (repeatable), besides localhost, 127.0.0.1, ::1, the host name and the LAN address.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    tls_names: Vec<String>,
 
     /// Largest message in bytes; a larger one closes its connection with code 1009.
     #[arg(long, env = "COMPENDIUM_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = defaults().max_message_bytes)]
@@ -192,6 +210,8 @@ fn defaults() -> Config {
 const EXAMPLES: &str = "Examples:
   compendium-server                                   # ws://127.0.0.1:8001
   compendium-server --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
+  kill -HUP $(pidof compendium-server)               # reload renewed certificate files
+  compendium-server --listen 0.0.0.0:8443 --tls-self-signed ~/.compendium-tls   # wss:// on a LAN
   compendium-server --metrics-listen 127.0.0.1:9100 --log-format json
   COMPENDIUM_MAX_MSGS_PER_SEC=50 compendium-server";
 
@@ -288,8 +308,20 @@ impl Cli {
         let mut config = Config::default();
         config.cluster = cluster;
         config.listen = self.listen;
-        config.tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        config.tls = match (self.tls_cert, self.tls_key, self.tls_self_signed) {
+            (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+            (_, _, Some(dir)) => {
+                let mut names = dev_certificate::default_names(&config.listen);
+                for name in self.tls_names {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                let dev = dev_certificate::ensure(&dir, &names)
+                    .map_err(|e| format!("--tls-self-signed {}: {e}", dir.display()))?;
+                announce(&dev);
+                Some(dev.files)
+            }
             _ => None,
         };
         config.max_message_bytes = self.max_message_bytes;
@@ -305,6 +337,37 @@ impl Cli {
         config.read_buffer_bytes = self.read_buffer_bytes;
         Ok(config)
     }
+}
+
+/// Say where the development certificate is and what clients must do with it: on stderr
+/// for the person who typed the command, and in the log.
+fn announce(dev: &dev_certificate::DevCertificate) {
+    let what = match dev.outcome {
+        dev_certificate::Outcome::Created => "created a development CA and certificate",
+        dev_certificate::Outcome::Reused => "using the development certificate",
+        dev_certificate::Outcome::Reissued => {
+            "issued a new development certificate (same CA: clients keep trusting it)"
+        }
+    };
+    let dir = dev.ca.parent().unwrap_or(std::path::Path::new("."));
+    let ca = dev.ca.display();
+    tracing::info!(
+        event = "tls_self_signed",
+        dir = %dir.display(),
+        ca = %ca,
+        names = ?dev.names,
+        "{what}"
+    );
+    eprintln!(
+        "compendium-server: {what} in {}, for {} (valid until {}).\n\
+         Clients must trust {ca}:\n  \
+         compendium-client --ca-cert {ca} ...   (also compendium-conformance --ca-cert)\n  \
+         Python: ssl.create_default_context(cafile=\"{ca}\")\n  \
+         a phone or browser: install {ca} as a trusted CA (docs/security.md)",
+        dir.display(),
+        dev.names.join(", "),
+        compendium_cli_support::rfc3339(dev.not_after),
+    );
 }
 
 fn main() -> ExitCode {
@@ -345,10 +408,25 @@ fn main() -> ExitCode {
                 return Exit::Failure.into();
             }
         };
+        let handle = server.handle();
         server
             .run(async move {
-                let signal = signals.recv().await;
-                tracing::info!("{signal} received");
+                loop {
+                    match signals.recv().await {
+                        // Certificates are renewed every few weeks; a restart would drop
+                        // every connection and address. Errors are logged by reload_tls.
+                        Signal::Hangup if handle.tls_certificate().is_some() => {
+                            let _ = handle.reload_tls();
+                        }
+                        Signal::Hangup => {
+                            tracing::info!("SIGHUP received: nothing to reload (no wss://)");
+                        }
+                        signal => {
+                            tracing::info!("{signal} received");
+                            break;
+                        }
+                    }
+                }
             })
             .await;
         Exit::Success.into()

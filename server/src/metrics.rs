@@ -69,14 +69,23 @@ pub(crate) struct Metrics {
     /// 1, labelled with this node's name and id (cluster mode).
     pub(crate) cluster_node: Family<NodeLabels, Gauge>,
     cluster_mode: bool,
+    /// `wss://` only (registered then): when the serving certificate expires.
+    pub(crate) tls_certificate_expiry: Gauge,
+    tls_reloads: Family<ResultLabel, Counter>,
     registry: Registry,
+}
+
+/// Label for TLS reloads, by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub(crate) result: &'static str,
 }
 
 /// Reads the number of live addresses from the address registry.
 pub(crate) type LiveAddresses = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl Metrics {
-    pub(crate) fn new(live_addresses: LiveAddresses, cluster_mode: bool) -> Self {
+    pub(crate) fn new(live_addresses: LiveAddresses, cluster_mode: bool, tls: bool) -> Self {
         let mut m = Self {
             connections_open: Gauge::default(),
             addresses_live: Gauge::default(),
@@ -101,6 +110,8 @@ impl Metrics {
             cluster_evictions: Counter::default(),
             cluster_node: Family::default(),
             cluster_mode,
+            tls_certificate_expiry: Gauge::default(),
+            tls_reloads: Family::default(),
             registry: Registry::with_prefix("compendium"),
         };
         let r = &mut m.registry;
@@ -159,6 +170,19 @@ impl Metrics {
             "Errors accepting TCP connections (e.g. out of file descriptors)",
             m.accept_errors.clone(),
         );
+        if tls {
+            r.register(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the certificate served to new wss:// connections expires (Unix time): \
+                 alert well before it",
+                m.tls_certificate_expiry.clone(),
+            );
+            r.register(
+                "tls_reloads",
+                "Reloads of the TLS certificate and key (SIGHUP), by result",
+                m.tls_reloads.clone(),
+            );
+        }
         if cluster_mode {
             r.register(
                 "cluster_link_up",
@@ -207,6 +231,15 @@ impl Metrics {
             );
         }
         m
+    }
+
+    /// The reload counter for a success (`ok`) or a failure (`failed`).
+    pub(crate) fn tls_reloads(&self, ok: bool) -> Counter {
+        self.tls_reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .clone()
     }
 
     /// Why the node is unhealthy, if it is: in cluster mode, a link to NATS that is down

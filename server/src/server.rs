@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +20,8 @@ use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
-use crate::{listener, metrics, tls};
+use crate::tls::{CertificateInfo, Tls};
+use crate::{listener, metrics};
 
 /// What every connection task of one server shares.
 pub(crate) struct Shared {
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) evictions: watch::Sender<u64>,
     /// While set, new handshakes get HTTP 503: the node is cut off from its cluster.
     pub(crate) refusing: AtomicBool,
+    /// `wss://`: the certificate in use, reloadable.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 /// A relay whose listeners are bound but not yet serving.
@@ -65,7 +67,6 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
-    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     /// In cluster mode, this node's subscriptions, served once it runs.
     subscriptions: Option<Subscriptions>,
@@ -88,9 +89,19 @@ impl Server {
         let tls = config
             .tls
             .as_ref()
-            .map(tls::acceptor)
+            .map(Tls::load)
             .transpose()
-            .map_err(Error::Tls)?;
+            .map_err(Error::Tls)?
+            .map(Arc::new);
+        if let Some(tls) = &tls {
+            let info = tls.info();
+            for warning in info.warnings(std::time::SystemTime::now()) {
+                tracing::warn!(
+                    cert = %tls.files().cert.display(),
+                    "the TLS certificate: {warning}"
+                );
+            }
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         let mut addrs = Vec::with_capacity(config.listen.len());
         for &addr in &config.listen {
@@ -116,7 +127,16 @@ impl Server {
             let directory = Arc::clone(&directory);
             Box::new(move || directory.live())
         };
-        let metrics = Arc::new(Metrics::new(live_addresses, config.cluster.is_some()));
+        let metrics = Arc::new(Metrics::new(
+            live_addresses,
+            config.cluster.is_some(),
+            tls.is_some(),
+        ));
+        if let Some(tls) = &tls {
+            metrics
+                .tls_certificate_expiry
+                .set(tls.info().not_after_unix());
+        }
         let (addressing, cluster, subscriptions): (Arc<dyn Addressing>, _, _) =
             match &config.cluster {
                 None => (Arc::new(Random), None, None),
@@ -159,12 +179,12 @@ impl Server {
             cluster,
             evictions: watch::Sender::new(0),
             refusing: AtomicBool::new(false),
+            tls,
         });
         Ok(Self {
             listeners,
             addrs,
             metrics_listener,
-            tls,
             shared,
             subscriptions,
         })
@@ -198,10 +218,10 @@ impl Server {
             listeners,
             addrs,
             metrics_listener,
-            tls,
             shared,
             subscriptions,
         } = self;
+        let tls = shared.tls.as_ref().map(|tls| tls.acceptor.clone());
         let tasks = TaskTracker::new();
         // The cluster link's tasks stop after the connections, so that ROUTEs still in
         // flight during shutdown get their verdicts.
@@ -366,6 +386,55 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
 }
 
 impl Handle {
+    /// Read the `wss://` certificate and key files again (what SIGHUP does): new handshakes
+    /// get the new certificate, open connections keep the session they have. If the new
+    /// files are unusable, the certificate in use stays and the error names the file. Logs
+    /// either way and counts it in `compendium_tls_reloads_total`.
+    ///
+    /// # Errors
+    /// [`Error::Tls`]: unusable files, or a server without TLS.
+    pub fn reload_tls(&self) -> Result<CertificateInfo, Error> {
+        let Some(tls) = &self.shared.tls else {
+            return Err(Error::Tls(
+                "this server does not serve wss:// (no certificate given): nothing to reload"
+                    .to_owned(),
+            ));
+        };
+        let metrics = &self.shared.metrics;
+        match tls.reload() {
+            Ok(info) => {
+                metrics.tls_certificate_expiry.set(info.not_after_unix());
+                metrics.tls_reloads(true).inc();
+                tracing::info!(
+                    event = "tls_reloaded",
+                    cert = %tls.files().cert.display(),
+                    not_after = %compendium_cli_support::rfc3339(info.not_after),
+                    names = ?info.names,
+                    "TLS certificate reloaded: new connections get it"
+                );
+                for warning in info.warnings(std::time::SystemTime::now()) {
+                    tracing::warn!(cert = %tls.files().cert.display(), "the TLS certificate: {warning}");
+                }
+                Ok(info)
+            }
+            Err(err) => {
+                metrics.tls_reloads(false).inc();
+                tracing::error!(
+                    event = "tls_reload_failed",
+                    error = %err,
+                    "TLS reload failed; still serving the previous certificate"
+                );
+                Err(Error::Tls(err))
+            }
+        }
+    }
+
+    /// What the `wss://` certificate in use says (validity, names), if the server has one.
+    #[must_use]
+    pub fn tls_certificate(&self) -> Option<CertificateInfo> {
+        self.shared.tls.as_ref().map(|tls| tls.info())
+    }
+
     /// How many addresses are live (assigned to an open connection).
     #[must_use]
     pub fn live_addresses(&self) -> usize {

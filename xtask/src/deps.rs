@@ -41,6 +41,11 @@ const ALLOWED_DUPLICATES: &[(&str, &str)] = &[
     ("block-buffer", "with digest"),
     ("const-oid", "with digest (nkeys' pkcs8 vs sha1)"),
     ("cpufeatures", "with digest and aes 0.8"),
+    (
+        "synstructure",
+        "0.13 via asn1-rs-derive (x509-parser: the TLS certificate's expiry and the \
+         development CA, server), 0.14 via yoke-derive (url); build time only",
+    ),
 ];
 
 #[cfg(test)]
