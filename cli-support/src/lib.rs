@@ -104,14 +104,20 @@ impl Signals {
     }
 }
 
+/// `at` in whole seconds since the Unix epoch (negative before it; saturating).
+#[must_use]
+pub fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
 /// `at` as RFC 3339 in UTC, to the second (`2026-12-01T12:00:00Z`): how messages about
 /// certificates give dates.
 #[must_use]
 pub fn rfc3339(at: std::time::SystemTime) -> String {
-    let seconds = match at.duration_since(std::time::UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-    };
+    let seconds = unix_seconds(at);
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
         .and_then(|t| {

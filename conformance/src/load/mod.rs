@@ -154,14 +154,6 @@ const CATCH_UP: u64 = 64;
 
 type Sink = SplitSink<RawSocket, Frame>;
 
-/// How one sender paces itself.
-enum Pacing {
-    /// Closed loop: a permit per message in flight, returned by the receiver.
-    Window(Arc<Semaphore>),
-    /// Open loop: a timetable, and the bell the pacer rings when a message is due.
-    Schedule(Schedule, Arc<tokio::sync::Notify>),
-}
-
 /// What a sender hands back when it stops.
 struct Sent {
     /// Kept so its connection stays open until every receiver is done.
@@ -347,12 +339,24 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
         let to = addresses[peer].clone();
         let sent = Arc::new(AtomicU64::new(0));
         let (shared_s, sent_s, size) = (Arc::clone(&shared), Arc::clone(&sent), options.size);
-        let pacing = match (schedules.get(index), pacer.bells.get(index)) {
-            (Some(schedule), Some(bell)) => Pacing::Schedule(*schedule, Arc::clone(bell)),
-            _ => Pacing::Window(Arc::new(Semaphore::new(window))),
-        };
-        let returns = match pacing {
-            Pacing::Window(permits) => {
+        // Open loop: a timetable and the pacer's bell; closed loop: a window of permits,
+        // which the receiver hands back.
+        let returns = match (schedules.get(index), pacer.bells.get(index)) {
+            (Some(schedule), Some(bell)) => {
+                senders.push(tokio::spawn(send_on_schedule(
+                    sink,
+                    to,
+                    size,
+                    *schedule,
+                    Arc::clone(bell),
+                    shared_s,
+                    sent_s,
+                    histogram(),
+                )));
+                None
+            }
+            _ => {
+                let permits = Arc::new(Semaphore::new(window));
                 windows.push(Arc::clone(&permits));
                 senders.push(tokio::spawn(send_windowed(
                     sink,
@@ -363,19 +367,6 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
                     sent_s,
                 )));
                 Some(permits)
-            }
-            Pacing::Schedule(schedule, bell) => {
-                senders.push(tokio::spawn(send_on_schedule(
-                    sink,
-                    to,
-                    size,
-                    schedule,
-                    bell,
-                    shared_s,
-                    sent_s,
-                    histogram(),
-                )));
-                None
             }
         };
         let Some(mut stream) = streams[peer].take() else {

@@ -69,10 +69,7 @@ impl CertificateInfo {
     /// `not_after` in seconds since the Unix epoch (the metric's value).
     #[must_use]
     pub fn not_after_unix(&self) -> i64 {
-        match self.not_after.duration_since(UNIX_EPOCH) {
-            Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-            Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-        }
+        compendium_cli_support::unix_seconds(self.not_after)
     }
 
     /// What clients will object to at `now`, each said so that an operator can act.
