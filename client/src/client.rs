@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use compendium_messages::{Address, Message, Payload};
+use compendium_messages::{Address, Payload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +26,7 @@ pub struct ClientBuilder {
     close_timeout: Duration,
     ping_interval: Option<Duration>,
     idle_timeout: Option<Duration>,
+    resumable: bool,
 }
 
 impl Default for ClientBuilder {
@@ -38,6 +39,7 @@ impl Default for ClientBuilder {
             close_timeout: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(90)),
+            resumable: false,
         }
     }
 }
@@ -95,11 +97,34 @@ impl ClientBuilder {
         self
     }
 
+    /// Resumable mode (protocol version 2, docs/protocol.md section 6): the client offers
+    /// the subprotocol `compendium.v2`, and when its connection is lost it reconnects
+    /// with jittered backoff within the session's grace, resumes the session (same
+    /// address), and replays, so the application sees every message once and in order.
+    /// [`Event::Resumed`] reports a resume, [`Event::SessionLost`] a session that cannot
+    /// come back. It also pings every 5 s and presumes the link dead after 15 s without a
+    /// frame (set [`ClientBuilder::ping_interval`] and [`ClientBuilder::idle_timeout`]
+    /// after this call to choose otherwise). Connecting fails with a clear error if the
+    /// relay does not speak version 2. `close()` ends the session (END): the relay releases
+    /// the address at once.
+    #[must_use]
+    pub fn resumable(mut self, on: bool) -> Self {
+        self.resumable = on;
+        if on {
+            self.ping_interval = Some(Duration::from_secs(5));
+            self.idle_timeout = Some(Duration::from_secs(15));
+        }
+        self
+    }
+
     /// Connect to `url` (`ws://host:port/path` or `wss://...`).
     ///
     /// # Errors
     /// [`Error::InvalidUrl`], [`Error::Tls`], [`Error::Connect`] or [`Error::Timeout`].
     pub async fn connect(&self, url: &str) -> Result<Client> {
+        if self.resumable {
+            return self.connect_resumable(url).await;
+        }
         let socket = self.connect_raw(url).await?;
         let state = SharedState::default();
         let options = driver::Options {
@@ -133,8 +158,63 @@ impl ClientBuilder {
             trust: &self.trust,
             connect_timeout: self.connect_timeout,
             handshake_timeout: self.handshake_timeout,
+            subprotocol: None,
         })
         .await
+    }
+
+    /// As [`ClientBuilder::connect_raw`], offering protocol version 2 (subprotocol
+    /// `compendium.v2`), for tools that speak the protocol themselves (the conformance
+    /// suite).
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect_raw`]; a relay that selects no subprotocol gives an
+    /// [`Error::Connect`] whose [`ConnectError::is_version_refused`](crate::ConnectError::is_version_refused) is true.
+    pub async fn connect_raw_v2(&self, url: &str) -> Result<RawSocket> {
+        dial(Dial {
+            url,
+            trust: &self.trust,
+            connect_timeout: self.connect_timeout,
+            handshake_timeout: self.handshake_timeout,
+            subprotocol: Some(compendium_messages::SUBPROTOCOL_V2),
+        })
+        .await
+    }
+
+    async fn connect_resumable(&self, url: &str) -> Result<Client> {
+        let builder = self.clone();
+        let url = url.to_owned();
+        let redial: crate::resumable::Redial = Box::new(move || {
+            let builder = builder.clone();
+            let url = url.clone();
+            Box::pin(async move {
+                dial(Dial {
+                    url: &url,
+                    trust: &builder.trust,
+                    connect_timeout: builder.connect_timeout,
+                    handshake_timeout: builder.handshake_timeout,
+                    subprotocol: Some(compendium_messages::SUBPROTOCOL_V2),
+                })
+                .await
+            })
+        });
+        let socket = redial().await?;
+        let state = SharedState::default();
+        let options = crate::resumable::Options {
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            close_timeout: self.close_timeout,
+            redial,
+        };
+        let (commands, events) = crate::resumable::spawn(socket, options, Arc::clone(&state));
+        Ok(Client {
+            sender: Sender {
+                commands,
+                state,
+                request_timeout: self.request_timeout,
+            },
+            events: Events { events },
+        })
     }
 }
 
@@ -289,8 +369,7 @@ impl Sender {
     /// # Errors
     /// [`Error::Closed`] if the connection ended.
     pub async fn route_payload(&self, to: &Address, msg: Payload) -> Result<()> {
-        self.command(Command::Send(Message::route(*to, msg).to_json()))
-            .await
+        self.command(Command::Route(*to, msg)).await
     }
 
     /// Close gracefully: every ROUTE queued before this call is sent first, then the close
@@ -345,14 +424,19 @@ impl Events {
     /// The first [`Event::Error`] that arrives before it, [`Error::Decode`] if the msg does
     /// not fit `T`, or [`Error::Closed`] if the connection ends first.
     pub async fn recv_json<T: DeserializeOwned>(&mut self) -> Result<T> {
-        match self.next_event().await {
-            Some(Event::Deliver(payload)) => payload.decode().map_err(Error::Decode),
-            Some(Event::Error(err)) => Err(err),
-            Some(Event::Closed { code, reason }) => Err(Error::Closed { code, reason }),
-            None => Err(Error::Closed {
-                code: None,
-                reason: "the connection is closed".into(),
-            }),
+        loop {
+            return match self.next_event().await {
+                Some(Event::Deliver(payload)) => payload.decode().map_err(Error::Decode),
+                Some(Event::Error(err)) => Err(err),
+                Some(Event::Closed { code, reason }) => Err(Error::Closed { code, reason }),
+                // A resume loses nothing: keep waiting for the message.
+                Some(Event::Resumed { .. }) => continue,
+                Some(Event::SessionLost { reason }) => Err(Error::Closed { code: None, reason }),
+                None => Err(Error::Closed {
+                    code: None,
+                    reason: "the connection is closed".into(),
+                }),
+            };
         }
     }
 }

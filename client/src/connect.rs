@@ -58,6 +58,8 @@ pub(crate) struct Dial<'a> {
     pub(crate) trust: &'a Trust,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
+    /// Offer this WebSocket subprotocol, and require the relay to select it.
+    pub(crate) subprotocol: Option<&'static str>,
 }
 
 pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
@@ -82,10 +84,16 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let request = dial
+    let mut request = dial
         .url
         .into_client_request()
         .map_err(|e| Error::InvalidUrl(format!("{:?}: {e}", dial.url)))?;
+    if let Some(subprotocol) = dial.subprotocol {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL,
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(subprotocol),
+        );
+    }
     let connector = if tls {
         Some(tls_connector(dial.trust)?)
     } else {
@@ -148,33 +156,49 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
         // tungstenite's default 128 KiB read buffer is allocated up front; a client (or a
         // load generator holding thousands of connections) does not need it.
         let config = WebSocketConfig::default().read_buffer_size(4 << 10);
-        let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(|e| {
-                    // A TLS record (handshake 0x16 or alert 0x15) in answer to an HTTP request.
-                    if matches!(first_byte.get(), Some(0x15 | 0x16)) {
-                        let problem = TlsProblem::TlsServer;
-                        return Error::Connect(ConnectError::tls(
-                            ConnectStage::WebSocket,
-                            format!(
-                                "WebSocket handshake with {}: {}",
-                                dial.url,
-                                problem.advice(dial.url, dial.trust)
-                            ),
-                            problem,
-                            None,
-                        ));
-                    }
-                    let message = format!("WebSocket handshake with {}: {e}", dial.url);
-                    Error::Connect(match e {
-                        WsError::Http(response) => {
-                            ConnectError::http(response.status().as_u16(), message)
-                        }
-                        WsError::Io(io) => ConnectError::io(ConnectStage::WebSocket, message, io),
-                        _ => ConnectError::other(ConnectStage::WebSocket, message),
-                    })
-                })?;
+        let (socket, _response) = tokio_tungstenite::client_async_with_config(
+            request,
+            stream,
+            Some(config),
+        )
+        .await
+        .map_err(|e| {
+            // A TLS record (handshake 0x16 or alert 0x15) in answer to an HTTP request.
+            if matches!(first_byte.get(), Some(0x15 | 0x16)) {
+                let problem = TlsProblem::TlsServer;
+                return Error::Connect(ConnectError::tls(
+                    ConnectStage::WebSocket,
+                    format!(
+                        "WebSocket handshake with {}: {}",
+                        dial.url,
+                        problem.advice(dial.url, dial.trust)
+                    ),
+                    problem,
+                    None,
+                ));
+            }
+            if let WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(
+                    _,
+                ),
+            ) = &e
+            {
+                return Error::Connect(ConnectError::no_subprotocol(format!(
+                    "WebSocket handshake with {}: the relay does not speak protocol \
+                                 version 2 ({}), so it cannot resume sessions; connect without \
+                                 resumable mode, or run a relay that has it (compendium-server \
+                                 with --resume-grace above 0)",
+                    dial.url,
+                    dial.subprotocol.unwrap_or_default()
+                )));
+            }
+            let message = format!("WebSocket handshake with {}: {e}", dial.url);
+            Error::Connect(match e {
+                WsError::Http(response) => ConnectError::http(response.status().as_u16(), message),
+                WsError::Io(io) => ConnectError::io(ConnectStage::WebSocket, message, io),
+                _ => ConnectError::other(ConnectStage::WebSocket, message),
+            })
+        })?;
         Ok(socket)
     };
     tokio::time::timeout(dial.handshake_timeout, handshake)

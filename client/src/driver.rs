@@ -22,8 +22,8 @@ use crate::event::Event;
 
 /// What the public handles ask the writer to do.
 pub(crate) enum Command {
-    /// Write this (already validated) frame.
-    Send(String),
+    /// Write a ROUTE of `msg` to the address (numbered in resumable mode).
+    Route(Address, compendium_messages::Payload),
     /// Write INIT; the reader answers `reply` when the INITRESP (or ERR) arrives.
     Init(oneshot::Sender<Result<Address>>),
     /// Write the close frame after everything queued before, then wait for the relay's.
@@ -59,7 +59,7 @@ struct PendingInit {
 pub(crate) struct State {
     inits: VecDeque<PendingInit>,
     routes_since_init: usize,
-    ended: Option<Ended>,
+    pub(crate) ended: Option<Ended>,
 }
 
 pub(crate) type SharedState = Arc<Mutex<State>>;
@@ -118,9 +118,9 @@ async fn writer(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(Command::Send(text)) => {
+                Some(Command::Route(to, msg)) => {
                     note_route(&state);
-                    if sink.feed(Frame::text(text)).await.is_err() {
+                    if sink.feed(Frame::text(Message::route(to, msg).to_json())).await.is_err() {
                         break;
                     }
                     // Batch while more is queued; flush when the queue runs dry.
@@ -162,7 +162,7 @@ async fn writer(
     });
     while let Ok(command) = commands.try_recv() {
         match command {
-            Command::Send(_) => {}
+            Command::Route(..) => {}
             Command::Init(reply) => {
                 let _ = reply.send(Err(ended.error()));
             }

@@ -128,6 +128,8 @@ enum Cause {
     /// A TLS mistake a person can fix, and the I/O error it came as (if any).
     Tls(TlsProblem, Option<std::io::Error>),
     Http(u16),
+    /// The relay selected none of the subprotocols offered (it speaks version 1 only).
+    NoSubprotocol,
     Other,
 }
 
@@ -159,6 +161,21 @@ impl ConnectError {
             cause: Cause::Http(status),
             message,
         }
+    }
+
+    pub(crate) fn no_subprotocol(message: String) -> Self {
+        Self {
+            stage: ConnectStage::WebSocket,
+            cause: Cause::NoSubprotocol,
+            message,
+        }
+    }
+
+    /// Whether the relay refused the protocol version offered: it selected none of the
+    /// subprotocols (resumable mode against a relay that speaks only version 1).
+    #[must_use]
+    pub fn is_version_refused(&self) -> bool {
+        matches!(self.cause, Cause::NoSubprotocol)
     }
 
     pub(crate) fn other(stage: ConnectStage, message: String) -> Self {

@@ -21,6 +21,7 @@ mod error;
 mod event;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+mod resumable;
 mod tls_problem;
 
 pub use client::{Client, ClientBuilder, Events, Sender};

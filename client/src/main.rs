@@ -33,6 +33,13 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS")]
     timeout: Option<Seconds>,
 
+    /// Resumable session (protocol version 2): survive a dropped connection by
+    /// resuming the same address on a new one, losing and repeating no message. Exits 1
+    /// with the reason if the session is lost, never silently under a new address. Needs
+    /// a relay that speaks version 2 (compendium-server does unless --resume-grace 0).
+    #[arg(long, global = true, env = "COMPENDIUM_RESUMABLE")]
+    resumable: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +48,7 @@ struct Cli {
 enum Command {
     /// Get an address, print it (first line of stdout), then print each delivered msg as
     /// one JSON line until Ctrl-C or SIGTERM. Errors go to stderr. Reads no stdin.
+    #[command(alias = "listen")]
     Init {
         /// Exit 0 after the first delivered message.
         #[arg(long)]
@@ -67,6 +75,7 @@ const EXAMPLES: &str = "Examples:
   compendium-client send 0123...cdef '{\"hello\":\"there\"}'
   echo '{\"n\":1}' | compendium-client send 0123...cdef -
   compendium-client --url wss://relay.example:443 --ca-cert ca.pem init
+  compendium-client --resumable listen            # keeps its address across network drops
 
 Exit status: 0 success, 1 refused by the relay / connection failed / invalid input,
 2 usage error, 3 --timeout expired.";
@@ -126,6 +135,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(ca) = &cli.ca_cert {
         options = options.ca_cert(ca);
     }
+    options = options.resumable(cli.resumable);
     let client = options.connect(&cli.url).await?;
     match cli.command {
         Command::Init { once } => listen(client, once).await,
@@ -133,7 +143,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             address,
             json,
             lines,
-        } => send(client, address, json, lines).await,
+        } => send(client, address, json, lines, cli.resumable).await,
     }
 }
 
@@ -157,6 +167,14 @@ async fn listen(mut client: Client, once: bool) -> Result<(), Failure> {
                 }
             }
             Some(Event::Error(err)) => eprintln!("compendium-client: {err}"),
+            Some(Event::Resumed { resent, .. }) => {
+                eprintln!(
+                    "compendium-client: connection lost and session resumed (same address; {resent} messages resent)"
+                );
+            }
+            Some(Event::SessionLost { reason }) => {
+                return Err(Failure::Failed(format!("session lost: {reason}")));
+            }
             Some(Event::Closed { code, reason }) => {
                 return Err(Failure::Failed(format!(
                     "the relay closed the connection{}: {reason}",
@@ -182,8 +200,13 @@ async fn send(
     to: Address,
     json: Option<String>,
     lines: bool,
+    resumable: bool,
 ) -> Result<(), Failure> {
     let mut invalid = Vec::new();
+    if resumable {
+        // A version 2 connection routes within a session.
+        client.init().await?;
+    }
     if lines {
         // Blocking reads are fine here: this command has nothing else to do meanwhile.
         for (number, line) in std::io::stdin().lock().lines().enumerate() {
@@ -211,16 +234,31 @@ async fn send(
         client.sender().route_payload(&to, msg).await?;
     }
 
-    // The relay acknowledges nothing on success, but answers in order: once a following
-    // INIT is answered, every ERR our ROUTEs earned has arrived before it.
-    client.init().await?;
     let mut refused = Vec::new();
-    while let Some(event) = client.try_next_event() {
-        if let Event::Error(err) = event {
-            refused.push(err.to_string());
+    if resumable {
+        // END makes the relay send everything the session has (the ERRs our ROUTEs
+        // earned among it) before it closes; a dropped link meanwhile is resumed.
+        let sender = client.sender();
+        sender.close().await?;
+        while let Some(event) = client.next_event().await {
+            match event {
+                Event::Error(err) => refused.push(err.to_string()),
+                Event::SessionLost { reason } => refused.push(format!("session lost: {reason}")),
+                Event::Closed { .. } => break,
+                _ => {}
+            }
         }
+    } else {
+        // The relay acknowledges nothing on success, but answers in order: once a
+        // following INIT is answered, every ERR our ROUTEs earned has arrived before it.
+        client.init().await?;
+        while let Some(event) = client.try_next_event() {
+            if let Event::Error(err) = event {
+                refused.push(err.to_string());
+            }
+        }
+        client.close().await?;
     }
-    client.close().await?;
     for line in invalid.iter().chain(&refused) {
         eprintln!("compendium-client: {line}");
     }

@@ -20,9 +20,9 @@ use crate::report::Verdict;
 use crate::runner::{PROBE, PROBE_SENT, is_probe_answer};
 use crate::session::Level;
 
-type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub(crate) type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-fn case(
+pub(crate) fn case(
     id: &str,
     level: Level,
     description: &str,
@@ -188,16 +188,19 @@ pub fn all() -> Vec<Case> {
             },
         ),
     ]
+    .into_iter()
+    .chain(crate::v2_cases::all())
+    .collect()
 }
 
-async fn connect(ctx: &Ctx) -> Result<Peer, String> {
+pub(crate) async fn connect(ctx: &Ctx) -> Result<Peer, String> {
     let url = ctx.next_url();
     Peer::connect(url, &ctx.client)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))
 }
 
-async fn init(peer: &mut Peer, ctx: &Ctx) -> Result<String, String> {
+pub(crate) async fn init(peer: &mut Peer, ctx: &Ctx) -> Result<String, String> {
     peer.send_text(Message::init().to_json()).await?;
     let frame = peer
         .next(ctx.timeout)
@@ -216,8 +219,13 @@ async fn init(peer: &mut Peer, ctx: &Ctx) -> Result<String, String> {
     }
 }
 
-fn route(to: &str, msg: &str) -> String {
+pub(crate) fn route(to: &str, msg: &str) -> String {
     format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","msg":{msg}}}"#)
+}
+
+/// The next DELIVER's msg text, or what came instead.
+pub(crate) async fn delivered_text(peer: &mut Peer, within: Duration) -> Result<String, String> {
+    delivered(peer, within).await
 }
 
 /// The next DELIVER's msg text, or what came instead.

@@ -21,3 +21,4 @@ pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod session;
+mod v2_cases;

@@ -88,6 +88,23 @@ impl Peer {
         })
     }
 
+    /// Open a WebSocket offering protocol version 2 (`compendium.v2`). `Ok(None)`: the
+    /// relay selected no subprotocol, so it does not speak version 2.
+    ///
+    /// # Errors
+    /// Why it could not connect.
+    pub async fn connect_v2(url: &str, options: &ClientBuilder) -> Result<Option<Self>, String> {
+        match options.connect_raw_v2(url).await {
+            Ok(ws) => Ok(Some(Self {
+                ws,
+                ended: None,
+                close: None,
+            })),
+            Err(compendium_client::Error::Connect(err)) if err.is_version_refused() => Ok(None),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
     /// Send one text frame.
     ///
     /// # Errors

@@ -9,17 +9,34 @@ pub enum Message {
     Init,
     ///Server to client: the ephemeral address assigned in answer to INIT (rule 3.1).
     #[serde(rename = "INITRESP")]
-    Initresp { #[serde(rename = "EpheWssAddr")] ephe_wss_addr: crate::Address },
+    Initresp {
+        #[serde(rename = "EpheWssAddr")]
+        ephe_wss_addr: crate::Address,
+        ///Version 2 only: how many seconds the relay keeps the session after its connection is lost without END (rule 6.2).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        grace: ::std::option::Option<u32>,
+        ///Version 2 only (subprotocol `compendium.v2`): the secret that resumes this session on a new connection (rule 6.2). Sent only to a client that negotiated version 2.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        secret: ::std::option::Option<crate::Secret>,
+    },
     ///Client to server: deliver `msg` to the connection that holds the address `EpheWssAddr` (rule 3.3).
     #[serde(rename = "ROUTE")]
     Route {
         #[serde(rename = "EpheWssAddr")]
         ephe_wss_addr: crate::Address,
         msg: crate::Payload,
+        ///Version 2 only: this ROUTE's number, 1 for the session's first and one more for each next (rule 6.5). The relay acts on each number once.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        seq: ::std::option::Option<u64>,
     },
     ///Server to client: a payload routed to this connection's address, exactly as the sender wrote it (rule 3.4).
     #[serde(rename = "DELIVER")]
-    Deliver { msg: crate::Payload },
+    Deliver {
+        msg: crate::Payload,
+        ///Version 2 only: this DELIVER's number in the session's stream, 1 for the first and one more for each next, shared with the ERRs that answer ROUTEs (rule 6.4); the client acknowledges it with ACK.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        seq: ::std::option::Option<u64>,
+    },
     ///Server to client: a request could not be carried out (rule 2.6). Codes used by the protocol: 400 invalid message, 404 address not found, 429 rate limited, 503 target cannot accept more. `errMsg` is a human-readable explanation.
     #[serde(rename = "ERR")]
     Err {
@@ -29,7 +46,38 @@ pub enum Message {
         ///A precise, human-readable explanation of the error.
         #[serde(rename = "errMsg")]
         err_msg: ::std::string::String,
+        ///Version 2 only: the `seq` of the ROUTE this ERR answers (rule 6.6); absent when it answers something else.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        route: ::std::option::Option<u64>,
+        ///Version 2 only: this ERR's number in the session's stream, shared with DELIVER (rule 6.4); present exactly when `route` is.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        seq: ::std::option::Option<u64>,
     },
+    ///Client to server, version 2 only: take back a session whose connection was lost (rule 6.3). `seq` is the highest DELIVER number the client has received (0 for none); it acknowledges everything up to it.
+    #[serde(rename = "RESUME")]
+    Resume {
+        #[serde(rename = "EpheWssAddr")]
+        ephe_wss_addr: crate::Address,
+        secret: crate::Secret,
+        seq: u64,
+    },
+    ///Server to client, version 2 only: the session is this connection's again (rule 6.3). `secret` replaces the old one, which works no more; `seq` is the highest ROUTE number the relay has acted on, so the client resends every ROUTE after it. Every DELIVER after the RESUME's `seq` follows, in order.
+    #[serde(rename = "RESUMED")]
+    Resumed {
+        #[serde(rename = "EpheWssAddr")]
+        ephe_wss_addr: crate::Address,
+        grace: u32,
+        secret: crate::Secret,
+        seq: u64,
+    },
+    ///Client to server, version 2 only: every DELIVER numbered up to `seq` has arrived; the relay forgets them (rule 6.4).
+    #[serde(rename = "ACK")]
+    Ack { seq: u64 },
+    ///Server to client, version 2 only: the relay has acted on every ROUTE numbered up to `seq` (rule 6.5); the client need not resend them.
+    #[serde(rename = "ROUTEACK")]
+    Routeack { seq: u64 },
+    #[serde(rename = "END")]
+    End,
 }
 
 /// Error types.
@@ -76,30 +124,107 @@ impl Message {
     /// Builds a `INITRESP` message from its required members.
     ///
     /// Server to client: the ephemeral address assigned in answer to INIT (rule 3.1).
+    ///
+    /// Optional members left absent: `grace`, `secret`.
     #[must_use]
     pub fn new_initresp(ephe_wss_addr: crate::Address) -> Self {
-        Self::Initresp { ephe_wss_addr }
+        Self::Initresp {
+            ephe_wss_addr,
+            grace: ::std::default::Default::default(),
+            secret: ::std::default::Default::default(),
+        }
     }
     /// Builds a `ROUTE` message from its required members.
     ///
     /// Client to server: deliver `msg` to the connection that holds the address `EpheWssAddr` (rule 3.3).
+    ///
+    /// Optional members left absent: `seq`.
     #[must_use]
     pub fn new_route(ephe_wss_addr: crate::Address, msg: crate::Payload) -> Self {
-        Self::Route { ephe_wss_addr, msg }
+        Self::Route {
+            ephe_wss_addr,
+            msg,
+            seq: ::std::default::Default::default(),
+        }
     }
     /// Builds a `DELIVER` message from its required members.
     ///
     /// Server to client: a payload routed to this connection's address, exactly as the sender wrote it (rule 3.4).
+    ///
+    /// Optional members left absent: `seq`.
     #[must_use]
     pub fn new_deliver(msg: crate::Payload) -> Self {
-        Self::Deliver { msg }
+        Self::Deliver {
+            msg,
+            seq: ::std::default::Default::default(),
+        }
     }
     /// Builds a `ERR` message from its required members.
     ///
     /// Server to client: a request could not be carried out (rule 2.6). Codes used by the protocol: 400 invalid message, 404 address not found, 429 rate limited, 503 target cannot accept more. `errMsg` is a human-readable explanation.
+    ///
+    /// Optional members left absent: `route`, `seq`.
     #[must_use]
     pub fn new_err(err_code: u16, err_msg: ::std::string::String) -> Self {
-        Self::Err { err_code, err_msg }
+        Self::Err {
+            err_code,
+            err_msg,
+            route: ::std::default::Default::default(),
+            seq: ::std::default::Default::default(),
+        }
+    }
+    /// Builds a `RESUME` message from its required members.
+    ///
+    /// Client to server, version 2 only: take back a session whose connection was lost (rule 6.3). `seq` is the highest DELIVER number the client has received (0 for none); it acknowledges everything up to it.
+    #[must_use]
+    pub fn new_resume(
+        ephe_wss_addr: crate::Address,
+        secret: crate::Secret,
+        seq: u64,
+    ) -> Self {
+        Self::Resume {
+            ephe_wss_addr,
+            secret,
+            seq,
+        }
+    }
+    /// Builds a `RESUMED` message from its required members.
+    ///
+    /// Server to client, version 2 only: the session is this connection's again (rule 6.3). `secret` replaces the old one, which works no more; `seq` is the highest ROUTE number the relay has acted on, so the client resends every ROUTE after it. Every DELIVER after the RESUME's `seq` follows, in order.
+    #[must_use]
+    pub fn new_resumed(
+        ephe_wss_addr: crate::Address,
+        secret: crate::Secret,
+        grace: u32,
+        seq: u64,
+    ) -> Self {
+        Self::Resumed {
+            ephe_wss_addr,
+            grace,
+            secret,
+            seq,
+        }
+    }
+    /// Builds a `ACK` message from its required members.
+    ///
+    /// Client to server, version 2 only: every DELIVER numbered up to `seq` has arrived; the relay forgets them (rule 6.4).
+    #[must_use]
+    pub fn new_ack(seq: u64) -> Self {
+        Self::Ack { seq }
+    }
+    /// Builds a `ROUTEACK` message from its required members.
+    ///
+    /// Server to client, version 2 only: the relay has acted on every ROUTE numbered up to `seq` (rule 6.5); the client need not resend them.
+    #[must_use]
+    pub fn new_routeack(seq: u64) -> Self {
+        Self::Routeack { seq }
+    }
+    /// Builds a `END` message from its required members.
+    ///
+    /// Client to server, version 2 only: the client is done with its session; the relay releases its address at once, sends what it has accepted for it, and closes the connection (rule 6.7).
+    #[must_use]
+    pub fn new_end() -> Self {
+        Self::End
     }
     /// The wire value of this message's `type` member.
     #[must_use]
@@ -110,6 +235,11 @@ impl Message {
             Self::Route { .. } => "ROUTE",
             Self::Deliver { .. } => "DELIVER",
             Self::Err { .. } => "ERR",
+            Self::Resume { .. } => "RESUME",
+            Self::Resumed { .. } => "RESUMED",
+            Self::Ack { .. } => "ACK",
+            Self::Routeack { .. } => "ROUTEACK",
+            Self::End { .. } => "END",
         }
     }
     /// Who sends this type of message (the schema's `x-direction`, rule 2.4).
@@ -121,9 +251,25 @@ impl Message {
             Self::Route { .. } => crate::Direction::ClientToServer,
             Self::Deliver { .. } => crate::Direction::ServerToClient,
             Self::Err { .. } => crate::Direction::ServerToClient,
+            Self::Resume { .. } => crate::Direction::ClientToServer,
+            Self::Resumed { .. } => crate::Direction::ServerToClient,
+            Self::Ack { .. } => crate::Direction::ClientToServer,
+            Self::Routeack { .. } => crate::Direction::ServerToClient,
+            Self::End { .. } => crate::Direction::ClientToServer,
         }
     }
 }
 
 /// The wire value of `type` of every message, in schema order.
-pub const TYPE_NAMES: &[&str] = &["INIT", "INITRESP", "ROUTE", "DELIVER", "ERR"];
+pub const TYPE_NAMES: &[&str] = &[
+    "INIT",
+    "INITRESP",
+    "ROUTE",
+    "DELIVER",
+    "ERR",
+    "RESUME",
+    "RESUMED",
+    "ACK",
+    "ROUTEACK",
+    "END",
+];

@@ -31,12 +31,14 @@ mod parse;
 mod payload;
 mod raw;
 mod schema;
+mod secret;
 
 pub use address::{Address, AddressError};
 pub use error::{ParseError, Violation};
 pub use generated::{Message, TYPE_NAMES};
 pub use payload::{Payload, PayloadError};
 pub use schema::SCHEMA_JSON;
+pub use secret::{Secret, SecretError};
 
 /// The `errCode` values the protocol defines (rule 2.6).
 pub mod codes {
@@ -44,6 +46,9 @@ pub mod codes {
     pub const INVALID_MESSAGE: u16 = 400;
     /// No live connection holds the target address (rule 3.6).
     pub const NOT_FOUND: u16 = 404;
+    /// Version 2: a RESUME that cannot resume — the session ended, expired, never existed,
+    /// or the secret is wrong; all the same (rule 6.3).
+    pub const SESSION_GONE: u16 = 410;
     /// The sender exceeded the relay's message rate (rule 3.9).
     pub const RATE_LIMITED: u16 = 429;
     /// A client-to-server type this relay knows but does not implement (rule 3.12).
@@ -51,6 +56,11 @@ pub mod codes {
     /// The target cannot accept more messages now; nothing was delivered (rule 3.8).
     pub const UNAVAILABLE: u16 = 503;
 }
+
+/// The WebSocket subprotocol that selects protocol version 2, resumable sessions
+/// (docs/protocol.md section 6). A client offers it in `Sec-WebSocket-Protocol`; a relay
+/// that speaks version 2 selects it, one that does not selects none.
+pub const SUBPROTOCOL_V2: &str = "compendium.v2";
 
 /// Who sends a type of message (rule 2.4; the schema's `x-direction`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,86 @@ pub struct Config {
     /// Join other nodes through NATS so that they behave as one relay (docs/cluster.md);
     /// `None`: a single relay, nothing else needed.
     pub cluster: Option<ClusterConfig>,
+    /// Version 2 (resumable) sessions (docs/protocol.md section 6).
+    pub sessions: SessionConfig,
+}
+
+/// How long version 2 sessions outlive their connections and what they may hold
+/// (docs/protocol.md section 6, docs/operations.md "Sizing sessions").
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// How long a session is kept after its connection is lost without END; zero turns
+    /// version 2 off (the relay then selects no subprotocol). At most [`MAX_RESUME_GRACE`].
+    pub grace: Duration,
+    /// How long a ROUTE to a detached session is held, waiting for it to resume, before
+    /// its sender gets 503 (rule 6.8). At most `grace`.
+    pub hold: Duration,
+    /// Messages a session keeps until its client acknowledges them (and holds while
+    /// detached); beyond, ROUTEs to it get 503.
+    pub buffer_messages: usize,
+    /// Bytes a session keeps until acknowledged; beyond, ROUTEs to it get 503.
+    pub buffer_bytes: usize,
+    /// Detached sessions this node keeps; a connection lost beyond it ends its session.
+    pub max_detached: usize,
+    /// Bytes all detached sessions of this node keep; beyond, held ROUTEs get 503 and a
+    /// connection lost beyond it ends its session.
+    pub max_detached_bytes: usize,
+    /// Failed RESUMEs allowed per client IP address per minute (rule 6.9).
+    pub failed_resumes_per_minute: u32,
+}
+
+/// The longest [`SessionConfig::grace`] allowed: an hour.
+pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(3600);
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(120),
+            hold: Duration::from_secs(10),
+            buffer_messages: 256,
+            buffer_bytes: 1 << 20,
+            max_detached: 10_000,
+            max_detached_bytes: 256 << 20,
+            failed_resumes_per_minute: 10,
+        }
+    }
+}
+
+impl SessionConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.grace > MAX_RESUME_GRACE {
+            return Err(format!(
+                "resume grace {} s is above the cap of {} s: a detached session holds its \
+                 address and buffer for that long",
+                self.grace.as_secs(),
+                MAX_RESUME_GRACE.as_secs()
+            ));
+        }
+        if self.grace.is_zero() {
+            return Ok(());
+        }
+        if self.hold.is_zero() || self.hold > self.grace {
+            return Err(format!(
+                "resume hold {} s must be more than zero and at most the resume grace ({} s)",
+                self.hold.as_secs_f64(),
+                self.grace.as_secs()
+            ));
+        }
+        let positive = [
+            ("resume buffer messages", self.buffer_messages),
+            ("resume buffer bytes", self.buffer_bytes),
+            ("max detached sessions", self.max_detached),
+            ("max detached bytes", self.max_detached_bytes),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.failed_resumes_per_minute == 0 {
+            return Err("failed resumes per minute must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// How a node joins its cluster (docs/cluster.md).
@@ -197,6 +277,7 @@ impl Default for Config {
             metrics_listen: None,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             cluster: None,
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -248,6 +329,6 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
-        Ok(())
+        self.sessions.validate()
     }
 }

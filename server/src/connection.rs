@@ -19,12 +19,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
+use compendium_messages::Message;
+
 use crate::cluster::{self, Pending};
 use crate::directory::{ConnId, Mailbox, Refusal};
 use crate::metrics::{CodeLabel, ReasonLabel};
-use crate::relay::{Input, Outcome};
+use crate::relay::{Input, Leaving, Outcome};
 use crate::remote::Verdict;
 use crate::server::Shared;
+use crate::session::{Expiry, Pull, SessionCell};
+
+/// A version 2 connection acknowledges ROUTEs (ROUTEACK) after this many, or after
+/// [`ROUTEACK_DELAY`] without one, whichever comes first (rule 6.5): batched, not one
+/// frame per ROUTE.
+const ROUTEACK_EVERY: u64 = 32;
+const ROUTEACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Frames written per flush when the outbound queue has a backlog: batching saves
 /// syscalls; the bound keeps inbound frames from waiting behind a long backlog.
@@ -48,6 +57,7 @@ impl Mailbox for Outbox {
         // queue always takes one frame, so a message that fits the size limit can always
         // reach a connection that is keeping up.
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        // (An empty frame is a version 2 connection's wake-up, never data: `session.rs`.)
         if before > 0 && before + len > self.max_bytes {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return Err(Refusal::Full);
@@ -82,7 +92,21 @@ pub(crate) enum Exit {
     /// The node was cut off from its cluster for longer than the grace period; closed with
     /// 1001 so that the client reconnects to a node that still has its cluster.
     ClusterLost,
+    /// Version 2: the client sent END; the session's stream was flushed; closed with 1000.
+    Ended,
+    /// Version 2: another connection resumed this session (takeover); closed with 4001.
+    TakenOver,
+    /// Version 2: the session was revoked (a superseded secret was used); closed with 4002.
+    Revoked,
+    /// Version 2: too many failed RESUMEs, or a stream the client does not acknowledge;
+    /// closed with 1008.
+    Policy,
 }
+
+/// The close code for a session taken over by a new connection (docs/protocol.md 6.3).
+pub(crate) const CLOSE_TAKEN_OVER: u16 = 4001;
+/// The close code for a revoked session (docs/protocol.md 6.9).
+pub(crate) const CLOSE_REVOKED: u16 = 4002;
 
 impl Exit {
     pub(crate) fn as_str(self) -> &'static str {
@@ -95,6 +119,10 @@ impl Exit {
             Self::ProtocolViolation => "protocol_violation",
             Self::Shutdown => "shutdown",
             Self::ClusterLost => "cluster_lost",
+            Self::Ended => "session_ended",
+            Self::TakenOver => "session_taken_over",
+            Self::Revoked => "session_revoked",
+            Self::Policy => "policy",
         }
     }
 
@@ -132,6 +160,19 @@ impl Exit {
                 CloseCode::Away,
                 "this relay node lost its cluster; reconnect".to_owned(),
             ),
+            Self::Ended => (CloseCode::Normal, "session ended".to_owned()),
+            Self::TakenOver => (
+                CloseCode::from(CLOSE_TAKEN_OVER),
+                "session taken over by a newer connection".to_owned(),
+            ),
+            Self::Revoked => (
+                CloseCode::from(CLOSE_REVOKED),
+                "session revoked: a superseded resume secret was used".to_owned(),
+            ),
+            Self::Policy => (
+                CloseCode::Policy,
+                "too many failed RESUMEs, or messages not acknowledged".to_owned(),
+            ),
         };
         Some(CloseFrame {
             code,
@@ -140,8 +181,14 @@ impl Exit {
     }
 }
 
-/// Serve one upgraded connection until it ends; returns why it ended.
-pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>) -> Exit
+/// Serve one upgraded connection until it ends; returns why it ended. `v2`: it
+/// negotiated protocol version 2 (docs/protocol.md section 6).
+pub(crate) async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    peer: std::net::IpAddr,
+    v2: bool,
+) -> Exit
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -149,13 +196,21 @@ where
     let metrics = &shared.metrics;
     let (tx, mut rx) = mpsc::channel::<String>(config.max_queue);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let wake = v2.then(|| (tx.clone(), peer));
     let outbox = Outbox {
         tx,
         queued_bytes: Arc::clone(&queued_bytes),
         max_bytes: config.max_queue_bytes,
     };
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    let mut session = shared.relay.open(conn, outbox, std::time::Instant::now());
+    let mut session = shared
+        .relay
+        .open(conn, outbox, std::time::Instant::now(), wake);
+    // Version 2: the highest ROUTE acknowledged to the client, and whether the keepalive
+    // timer is armed early to send the next ROUTEACK.
+    let mut routeack_sent = 0u64;
+    let mut routeack_due = false;
+    let mut attached = false;
     metrics.connections_open.inc();
 
     // One timer serves both keepalive duties (rule 4.1): it fires at the next ping or the
@@ -188,13 +243,23 @@ where
             () = &mut shutdown => break Exit::Shutdown,
             Ok(()) = evictions.changed() => break Exit::ClusterLost,
             Some(frame) = rx.recv() => {
-                if let Err(err) = write_batch(&mut ws, frame, &mut rx, &queued_bytes, &shared).await {
+                if let Some(cell) = session.cell() {
+                    // A version 2 wake-up: pull what the session has for this connection.
+                    match pull_and_write(&mut ws, cell, conn, &shared).await {
+                        Ok(None) => {}
+                        Ok(Some(exit)) => break exit,
+                        Err(err) => break Exit::of(&err),
+                    }
+                } else if frame.is_empty() {
+                    // A wake-up for a session this connection no longer has.
+                } else if let Err(err) = write_batch(&mut ws, frame, &mut rx, &queued_bytes, &shared).await {
                     break Exit::of(&err);
                 }
             }
             verdict = head_verdict(&mut replies, false), if waiting => {
-                replies.pop_front();
-                if let Err(err) = answer_verdict(&mut ws, &shared, verdict, &mut replies).await {
+                let route = pop_route(&mut replies);
+                let stream = route.zip(session.cell().map(Arc::as_ref));
+                if let Err(err) = answer_verdict(&mut ws, &shared, verdict, stream, &mut replies).await {
                     break Exit::of(&err);
                 }
             }
@@ -214,11 +279,21 @@ where
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(len as u64);
                 let outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
-                if let Outcome::Forward(forward) = outcome {
-                    replies.push_back(Reply::Remote(forward_to_cluster(&shared, forward)));
-                    continue;
+                match outcome {
+                    Outcome::Forward(forward) => {
+                        let route = forward.route;
+                        let pending = forward_to_cluster(&shared, forward);
+                        replies.push_back(Reply::Remote { pending, route });
+                        continue;
+                    }
+                    Outcome::Held(pending) => {
+                        replies.push_back(Reply::Remote { pending, route: None });
+                        continue;
+                    }
+                    _ => {}
                 }
                 count(&shared, &outcome);
+                let close = session_events(&shared, &outcome, &mut attached);
                 if let Some(reply) = outcome.reply() {
                     let text = reply.to_json();
                     if waiting {
@@ -227,9 +302,38 @@ where
                         break Exit::of(&err);
                     }
                 }
+                if let Some(exit) = close {
+                    break exit;
+                }
+                if let Some(cell) = session.cell() {
+                    if cell.overflowing() {
+                        break Exit::Policy;
+                    }
+                    let accepted = cell.routes_accepted();
+                    if accepted >= routeack_sent + ROUTEACK_EVERY {
+                        routeack_sent = accepted;
+                        let ack = Message::new_routeack(accepted).to_json();
+                        if let Err(err) = send_reply(&mut ws, &shared, ack).await {
+                            break Exit::of(&err);
+                        }
+                    } else if accepted > routeack_sent && !routeack_due {
+                        routeack_due = true;
+                        keepalive.as_mut().reset(Instant::now() + ROUTEACK_DELAY);
+                    }
+                }
             }
             () = &mut keepalive => {
                 let now = Instant::now();
+                if std::mem::take(&mut routeack_due)
+                    && let Some(cell) = session.cell()
+                    && cell.routes_accepted() > routeack_sent
+                {
+                    routeack_sent = cell.routes_accepted();
+                    let ack = Message::new_routeack(routeack_sent).to_json();
+                    if let Err(err) = send_reply(&mut ws, &shared, ack).await {
+                        break Exit::of(&err);
+                    }
+                }
                 let idle_deadline = last_seen + config.idle_timeout;
                 if now >= idle_deadline {
                     break Exit::IdleTimeout;
@@ -245,6 +349,36 @@ where
         }
     };
 
+    if exit == Exit::Ended
+        && let Some(cell) = session.cell()
+    {
+        // END (rule 6.7): what the session accepted before it goes out before the close.
+        let cell = Arc::clone(cell);
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(None) = pull_and_write(&mut ws, &cell, conn, &shared).await {
+                if cell.is_drained_for(conn) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    if attached {
+        shared.metrics.sessions_attached.dec();
+    }
+    // A version 2 session lost without END stays resumable for the grace (rule 6.2).
+    let leaving = match exit {
+        Exit::Ended | Exit::TakenOver | Exit::Revoked => Leaving::Gone,
+        _ => Leaving::Detach,
+    };
+    if let Some((cell, generation)) =
+        shared
+            .relay
+            .close(&mut session, leaving, std::time::Instant::now())
+    {
+        tracing::info!(address = %cell.address, reason = exit.as_str(), "session detached; resumable for the grace period");
+        tokio::spawn(expire(cell, generation, Arc::clone(&shared)));
+    }
     // Release the address first (rule 3.10): from here on, ROUTEs to it get 404 and
     // nothing new can be queued, so what the queue holds now is all there is to flush.
     drop(session);
@@ -287,8 +421,11 @@ async fn finish<S>(
         // cluster timeout at worst.
         while !replies.is_empty() {
             let verdict = head_verdict(replies, true).await;
-            replies.pop_front();
-            if answer_verdict(ws, shared, verdict, replies).await.is_err() {
+            let _ = pop_route(replies);
+            if answer_verdict(ws, shared, verdict, None, replies)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -319,8 +456,12 @@ const MAX_PENDING_REPLIES: usize = 256;
 
 /// A reply owed to the client, in request order.
 enum Reply {
-    /// The verdict of a ROUTE forwarded to another node.
-    Remote(Pending),
+    /// The verdict of a ROUTE forwarded to another node or held for a detached session;
+    /// `route` is its `seq` when a version 2 session sent it.
+    Remote {
+        pending: Pending,
+        route: Option<u64>,
+    },
     /// A reply ready to send once the ones before it are sent.
     Ready(String),
 }
@@ -336,7 +477,7 @@ fn head_verdict(
     std::future::poll_fn(move |cx| {
         let urgent = finishing || replies.len() > 1;
         match replies.front() {
-            Some(Reply::Remote(pending)) => pending.poll_verdict(cx, urgent),
+            Some(Reply::Remote { pending, .. }) => pending.poll_verdict(cx, urgent),
             _ => Poll::Pending,
         }
     })
@@ -354,10 +495,20 @@ fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pendi
 
 /// Answer the ROUTE whose verdict came, then every ready reply behind it, up to the next
 /// one still waiting.
+/// Take the head reply, returning its ROUTE's `seq` if a version 2 session sent it.
+fn pop_route(replies: &mut VecDeque<Reply>) -> Option<u64> {
+    match replies.pop_front() {
+        Some(Reply::Remote { route, .. }) => route,
+        _ => None,
+    }
+}
+
+/// `stream`: the ROUTE's `seq` and its version 2 session, whose stream gets a refusal.
 async fn answer_verdict<S>(
     ws: &mut WebSocketStream<S>,
     shared: &Shared,
     verdict: Verdict,
+    stream: Option<(u64, &SessionCell)>,
     replies: &mut VecDeque<Reply>,
 ) -> Result<(), WsError>
 where
@@ -368,7 +519,10 @@ where
         .cluster_verdicts
         .get_or_create(&cluster::verdict_label(verdict))
         .inc();
-    let outcome = shared.relay.verdict(verdict);
+    let mut outcome = shared.relay.verdict(verdict);
+    if let Some((route, cell)) = stream {
+        outcome = shared.relay.to_stream(cell, route, outcome);
+    }
     count(shared, &outcome);
     if let Some(reply) = outcome.reply() {
         send_reply(ws, shared, reply.to_json()).await?;
@@ -420,10 +574,118 @@ where
     Ok(())
 }
 
+/// Write what `cell` has for this connection. `Ok(Some(exit))` when the connection is
+/// to close: the session was taken over or ended.
+async fn pull_and_write<S>(
+    ws: &mut WebSocketStream<S>,
+    cell: &SessionCell,
+    conn: ConnId,
+    shared: &Shared,
+) -> Result<Option<Exit>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frames = match cell.pull(conn, WRITE_BATCH) {
+        Pull::Frames(frames) => frames,
+        Pull::TakenOver => return Ok(Some(Exit::TakenOver)),
+        Pull::Ended => return Ok(Some(Exit::Revoked)),
+    };
+    if frames.is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = 0;
+    for frame in frames {
+        bytes += frame.len();
+        ws.feed(Frame::Text(frame)).await?;
+    }
+    ws.flush().await?;
+    shared.metrics.bytes_out.inc_by(bytes as u64);
+    Ok(None)
+}
+
+/// Watch a detached session until it resumes, or its grace passes (rules 6.2, 6.8).
+async fn expire(cell: Arc<SessionCell>, generation: u64, shared: Arc<Shared>) {
+    loop {
+        let next = match cell.expiry(generation, std::time::Instant::now()) {
+            Expiry::Stop => return,
+            Expiry::Expired { settled } => {
+                shared.relay.settle(settled, Verdict::NotFound);
+                shared.directory.release(cell.claimed_by, cell.address);
+                shared.metrics.session("expired");
+                tracing::info!(address = %cell.address, "session expired: not resumed within the grace period");
+                return;
+            }
+            Expiry::Wait { next, refused } => {
+                shared.relay.settle(refused, Verdict::Away);
+                next
+            }
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = cell.held_arrived.notified() => {}
+            () = tokio::time::sleep_until(Instant::from_std(next)) => {}
+        }
+    }
+}
+
+/// Count a version 2 session event; the exit it calls for, if any.
+fn session_events(shared: &Shared, outcome: &Outcome, attached: &mut bool) -> Option<Exit> {
+    let metrics = &shared.metrics;
+    let mut attach = || {
+        if !std::mem::replace(attached, true) {
+            metrics.sessions_attached.inc();
+        }
+    };
+    match outcome {
+        Outcome::Assigned {
+            session: Some(_), ..
+        } => {
+            attach();
+            metrics.session("started");
+        }
+        Outcome::Resumed {
+            replayed,
+            took_over,
+            ..
+        } => {
+            attach();
+            metrics.session("resumed");
+            if *took_over {
+                metrics.session("taken_over");
+            }
+            metrics.messages_replayed.inc_by(*replayed as u64);
+        }
+        Outcome::Refused { close, .. } => {
+            metrics.session("refused");
+            if *close {
+                return Some(Exit::Policy);
+            }
+        }
+        Outcome::Ended => {
+            metrics.session("ended");
+            return Some(Exit::Ended);
+        }
+        _ => {}
+    }
+    None
+}
+
 fn count(shared: &Shared, outcome: &Outcome) {
     let metrics = &shared.metrics;
     match outcome {
-        Outcome::Assigned { .. } | Outcome::Forward(_) => {}
+        Outcome::Assigned { .. }
+        | Outcome::Forward(_)
+        | Outcome::Held(_)
+        | Outcome::Resumed { .. }
+        | Outcome::Refused { .. }
+        | Outcome::Ended
+        | Outcome::Streamed { code: None } => {}
+        Outcome::Streamed { code: Some(code) } => {
+            metrics
+                .errors
+                .get_or_create(&CodeLabel { code: *code })
+                .inc();
+        }
         Outcome::Routed => {
             metrics.messages_routed.inc();
         }

@@ -11,10 +11,14 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use compendium_messages::Address;
+
+use crate::cluster::VerdictSlot;
+use crate::session::{Hold, Pushed, SessionCell};
 
 /// Where frames for one connection go. The connection task implements it over a bounded
 /// channel; the rules' unit tests implement it over a `Vec`.
@@ -34,6 +38,8 @@ pub(crate) enum Refusal {
     Full,
     /// The connection is going away.
     Gone,
+    /// The target is a detached session and the sender cannot wait for it (rule 6.8).
+    Away,
 }
 
 /// Identifies a connection for the lifetime of the process (never reused).
@@ -41,7 +47,7 @@ pub(crate) enum Refusal {
 pub(crate) struct ConnId(pub(crate) u64);
 
 /// What happened to a frame handed to [`Directory::deliver`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Delivery {
     /// Queued for the target connection.
     Queued,
@@ -49,13 +55,25 @@ pub(crate) enum Delivery {
     NotFound,
     /// The target's queue is full.
     Full,
+    /// The target is a detached session: held until it resumes or the hold passes; the
+    /// slot (for a version 1 sender) gets the verdict (rule 6.8).
+    Held(Option<Arc<VerdictSlot>>),
+    /// The target is a detached session and this sender cannot wait (rule 6.8).
+    Away,
 }
 
 const SHARDS: usize = 64;
 
 struct Holder<M> {
     conn: ConnId,
-    mailbox: M,
+    target: Target<M>,
+}
+
+/// Where an address's frames go: a version 1 connection's mailbox, or a version 2
+/// session, which outlives its connections (docs/protocol.md section 6).
+enum Target<M> {
+    Connection(M),
+    Session(Arc<SessionCell>),
 }
 
 type Shard<M> = Mutex<HashMap<Address, Holder<M>>>;
@@ -91,11 +109,44 @@ impl<M: Mailbox> Directory<M> {
         let mut shard = self.shard(address);
         match shard.entry(address) {
             Entry::Vacant(slot) => {
-                slot.insert(Holder { conn, mailbox });
+                slot.insert(Holder {
+                    conn,
+                    target: Target::Connection(mailbox),
+                });
                 self.live.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Entry::Occupied(_) => false,
+        }
+    }
+
+    /// Make `address` live for the version 2 session `session`, claimed by `conn`; as
+    /// [`Directory::claim`].
+    pub(crate) fn claim_session(
+        &self,
+        address: Address,
+        conn: ConnId,
+        session: Arc<SessionCell>,
+    ) -> bool {
+        let mut shard = self.shard(address);
+        match shard.entry(address) {
+            Entry::Vacant(slot) => {
+                slot.insert(Holder {
+                    conn,
+                    target: Target::Session(session),
+                });
+                self.live.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
+
+    /// The version 2 session that holds `address`, if one does (rule 6.3).
+    pub(crate) fn session(&self, address: Address) -> Option<Arc<SessionCell>> {
+        match &self.shard(address).get(&address)?.target {
+            Target::Session(session) => Some(Arc::clone(session)),
+            Target::Connection(_) => None,
         }
     }
 
@@ -108,16 +159,34 @@ impl<M: Mailbox> Directory<M> {
         }
     }
 
-    /// Hand `frame` to whoever holds `address` (rules 3.3, 3.6, 3.8).
-    pub(crate) fn deliver(&self, address: Address, frame: String) -> Delivery {
+    /// Hand `frame` to whoever holds `address` (rules 3.3, 3.6, 3.8); `hold` says whether
+    /// it may wait for a detached session, and who is owed its verdict (rule 6.8).
+    pub(crate) fn deliver(
+        &self,
+        address: Address,
+        frame: String,
+        hold: Hold,
+        now: Instant,
+    ) -> Delivery {
         let shard = self.shard(address);
-        match shard.get(&address) {
-            None => Delivery::NotFound,
-            Some(holder) => match holder.mailbox.try_push(frame) {
-                Ok(()) => Delivery::Queued,
-                Err(Refusal::Gone) => Delivery::NotFound,
-                Err(Refusal::Full) => Delivery::Full,
-            },
+        let Some(holder) = shard.get(&address) else {
+            return Delivery::NotFound;
+        };
+        let pushed = match &holder.target {
+            Target::Connection(mailbox) => mailbox.try_push(frame).map(|()| Pushed::Now),
+            Target::Session(session) => {
+                let session = Arc::clone(session);
+                // The session has its own lock; the shard's is not needed to push into it.
+                drop(shard);
+                session.push_deliver(frame, hold, now)
+            }
+        };
+        match pushed {
+            Ok(Pushed::Now) => Delivery::Queued,
+            Ok(Pushed::Held(slot)) => Delivery::Held(slot),
+            Err(Refusal::Gone) => Delivery::NotFound,
+            Err(Refusal::Full) => Delivery::Full,
+            Err(Refusal::Away) => Delivery::Away,
         }
     }
 

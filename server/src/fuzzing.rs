@@ -73,6 +73,7 @@ impl Core {
                 max_msgs_per_sec,
                 Arc::new(RepeatingDraws::default()),
                 Duration::ZERO,
+                None,
             ),
             conns: BTreeMap::new(),
             next_conn: 0,
@@ -90,7 +91,7 @@ impl Core {
             bound: self.queue_bound,
             gone: Arc::default(),
         };
-        let session = self.relay.open(ConnId(id), inbox.clone(), self.now);
+        let session = self.relay.open(ConnId(id), inbox.clone(), self.now, None);
         self.conns.insert(id, (session, inbox));
         id
     }

@@ -29,13 +29,14 @@ mod rate;
 mod relay;
 mod remote;
 mod server;
+mod session;
 mod tls;
 
 pub use config::{
     ClusterConfig, ClusterKey, Config, DEFAULT_CLUSTER_CONNECT_TIMEOUT, DEFAULT_CLUSTER_GRACE,
     DEFAULT_CLUSTER_HEARTBEAT, DEFAULT_CLUSTER_PEER_TIMEOUT, DEFAULT_CLUSTER_PING_INTERVAL,
-    DEFAULT_CLUSTER_TIMEOUT, DEFAULT_READ_BUFFER_BYTES, DEFAULT_SUBJECT_PREFIX, TlsFiles,
-    default_node_name,
+    DEFAULT_CLUSTER_TIMEOUT, DEFAULT_READ_BUFFER_BYTES, DEFAULT_SUBJECT_PREFIX, MAX_RESUME_GRACE,
+    SessionConfig, TlsFiles, default_node_name,
 };
 pub use error::Error;
 pub use server::{Handle, Server};

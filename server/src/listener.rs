@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use compendium_messages::SUBPROTOCOL_V2;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -88,7 +90,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (relay, permit) = match Box::pin(handshake(stream, deadline, &shared)).await {
-        Some((ws, permit)) => (Box::pin(connection::run(ws, Arc::clone(&shared))), permit),
+        Some((ws, permit, v2)) => (
+            Box::pin(connection::run(ws, Arc::clone(&shared), peer.ip(), v2)),
+            permit,
+        ),
         None => return,
     };
     tracing::debug!(%peer, "connected");
@@ -107,6 +112,7 @@ fn refusal(why: &str) -> ErrorResponse {
 
 /// The WebSocket handshake, with the connection limit checked inside it so that a refused
 /// client gets a real HTTP 503 (rule 4.3); the permit lives as long as the connection.
+/// Also selects version 2 when the client offers it and sessions are on (section 6).
 async fn handshake<S>(
     stream: S,
     deadline: Instant,
@@ -114,33 +120,43 @@ async fn handshake<S>(
 ) -> Option<(
     tokio_tungstenite::WebSocketStream<S>,
     tokio::sync::OwnedSemaphorePermit,
+    bool,
 )>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut permit = None;
+    let mut v2 = false;
     // The callback's signature is tungstenite's; the large error type is theirs.
     #[allow(clippy::result_large_err)]
-    let check_limit = |_request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        if shared.refusing.load(std::sync::atomic::Ordering::Acquire) {
-            shared.metrics.handshakes_refused.inc();
-            return Err(refusal(
-                "this relay node is cut off from its cluster; connect to another node\n",
-            ));
-        }
-        match Arc::clone(&shared.slots).try_acquire_owned() {
-            Ok(slot) => {
-                permit = Some(slot);
-                Ok(response)
-            }
-            Err(_) => {
+    let check_limit =
+        |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+            if shared.refusing.load(std::sync::atomic::Ordering::Acquire) {
                 shared.metrics.handshakes_refused.inc();
-                Err(refusal(
-                    "the relay is at its connection limit; try again later\n",
-                ))
+                return Err(refusal(
+                    "this relay node is cut off from its cluster; connect to another node\n",
+                ));
             }
-        }
-    };
+            match Arc::clone(&shared.slots).try_acquire_owned() {
+                Ok(slot) => {
+                    permit = Some(slot);
+                    if shared.relay.sessions().is_some() && offers_v2(request) {
+                        v2 = true;
+                        response.headers_mut().insert(
+                            SEC_WEBSOCKET_PROTOCOL,
+                            HeaderValue::from_static(SUBPROTOCOL_V2),
+                        );
+                    }
+                    Ok(response)
+                }
+                Err(_) => {
+                    shared.metrics.handshakes_refused.inc();
+                    Err(refusal(
+                        "the relay is at its connection limit; try again later\n",
+                    ))
+                }
+            }
+        };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         check_limit,
@@ -157,5 +173,17 @@ where
             return None;
         }
     };
-    Some((ws, permit?))
+    Some((ws, permit?, v2))
+}
+
+/// Whether the client's `Sec-WebSocket-Protocol` lists version 2 (RFC 6455 section 4.1:
+/// comma-separated, in one header or several).
+fn offers_v2(request: &Request) -> bool {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|offered| offered.trim() == SUBPROTOCOL_V2)
 }

@@ -82,6 +82,41 @@ struct Cli {
     #[arg(long, env = "COMPENDIUM_MAX_QUEUE_BYTES", value_name = "BYTES", default_value_t = defaults().max_queue_bytes)]
     max_queue_bytes: usize,
 
+    /// Seconds a version 2 session (subprotocol compendium.v2) is kept after its
+    /// connection is lost without END, so that its client can RESUME it with its address
+    /// and every unacknowledged message; 0 turns version 2 off (at most 3600).
+    #[arg(long, env = "COMPENDIUM_RESUME_GRACE", value_name = "SECS", default_value_t = Seconds(defaults().sessions.grace), help_heading = "Resumable sessions")]
+    resume_grace: Seconds,
+
+    /// Seconds a ROUTE to a detached session waits for it to resume before its sender gets
+    /// ERR 503 (at most the grace). Its sender's later replies wait behind it.
+    #[arg(long, env = "COMPENDIUM_RESUME_HOLD", value_name = "SECS", default_value_t = Seconds(defaults().sessions.hold), help_heading = "Resumable sessions")]
+    resume_hold: Seconds,
+
+    /// Messages a session keeps until its client acknowledges them; beyond, ROUTEs to it
+    /// get ERR 503.
+    #[arg(long, env = "COMPENDIUM_RESUME_BUFFER", value_name = "MESSAGES", default_value_t = defaults().sessions.buffer_messages, help_heading = "Resumable sessions")]
+    resume_buffer: usize,
+
+    /// Bytes a session keeps until its client acknowledges them; beyond, ROUTEs to it get
+    /// ERR 503.
+    #[arg(long, env = "COMPENDIUM_RESUME_BUFFER_BYTES", value_name = "BYTES", default_value_t = defaults().sessions.buffer_bytes, help_heading = "Resumable sessions")]
+    resume_buffer_bytes: usize,
+
+    /// Detached sessions kept at once; a connection lost beyond this ends its session.
+    #[arg(long, env = "COMPENDIUM_MAX_DETACHED", value_name = "N", default_value_t = defaults().sessions.max_detached, help_heading = "Resumable sessions")]
+    max_detached: usize,
+
+    /// Bytes all detached sessions keep at once; beyond, held ROUTEs get ERR 503 and a
+    /// connection lost beyond it ends its session.
+    #[arg(long, env = "COMPENDIUM_MAX_DETACHED_BYTES", value_name = "BYTES", default_value_t = defaults().sessions.max_detached_bytes, help_heading = "Resumable sessions")]
+    max_detached_bytes: usize,
+
+    /// Failed RESUMEs allowed per client IP address per minute; beyond, RESUMEs from it
+    /// get ERR 429 until the minute is over.
+    #[arg(long, env = "COMPENDIUM_FAILED_RESUMES_PER_MINUTE", value_name = "N", default_value_t = defaults().sessions.failed_resumes_per_minute, help_heading = "Resumable sessions")]
+    failed_resumes_per_minute: u32,
+
     /// Messages per second one connection may send; excess ones get ERR 429. Off if unset.
     #[arg(long, env = "COMPENDIUM_MAX_MSGS_PER_SEC", value_name = "N")]
     max_msgs_per_sec: Option<u32>,
@@ -335,6 +370,13 @@ impl Cli {
         config.shutdown_timeout = self.shutdown_timeout.into();
         config.metrics_listen = self.metrics_listen;
         config.read_buffer_bytes = self.read_buffer_bytes;
+        config.sessions.grace = self.resume_grace.into();
+        config.sessions.hold = self.resume_hold.into();
+        config.sessions.buffer_messages = self.resume_buffer;
+        config.sessions.buffer_bytes = self.resume_buffer_bytes;
+        config.sessions.max_detached = self.max_detached;
+        config.sessions.max_detached_bytes = self.max_detached_bytes;
+        config.sessions.failed_resumes_per_minute = self.failed_resumes_per_minute;
         Ok(config)
     }
 }

@@ -35,6 +35,15 @@ pub(crate) struct NodeLabels {
     pub(crate) node_id: String,
 }
 
+/// Label for version 2 session events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EventLabel {
+    pub(crate) event: &'static str,
+}
+
+/// Reads the detached sessions and their bytes (version 2).
+pub(crate) type DetachedSessions = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+
 /// Label for connections closed, by why.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
@@ -56,6 +65,15 @@ pub(crate) struct Metrics {
     pub(crate) connections_closed: Family<ReasonLabel, Counter>,
     pub(crate) handshakes_refused: Counter,
     pub(crate) accept_errors: Counter,
+    /// Version 2 connections that hold a session now.
+    pub(crate) sessions_attached: Gauge,
+    sessions_detached: Gauge,
+    sessions_detached_bytes: Gauge,
+    detached_sessions: Option<DetachedSessions>,
+    /// Version 2 sessions: started, resumed, taken_over, refused, expired, ended,
+    /// revoked, dropped (ended at disconnect by the node's bounds).
+    pub(crate) sessions: Family<EventLabel, Counter>,
+    pub(crate) messages_replayed: Counter,
     /// Cluster mode only (registered then): 1 while the link to NATS is up.
     pub(crate) cluster_link_up: Gauge,
     /// Times the link to NATS was lost (a failover counts once).
@@ -85,7 +103,12 @@ pub(crate) struct ResultLabel {
 pub(crate) type LiveAddresses = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl Metrics {
-    pub(crate) fn new(live_addresses: LiveAddresses, cluster_mode: bool, tls: bool) -> Self {
+    pub(crate) fn new(
+        live_addresses: LiveAddresses,
+        cluster_mode: bool,
+        tls: bool,
+        detached_sessions: Option<DetachedSessions>,
+    ) -> Self {
         let mut m = Self {
             connections_open: Gauge::default(),
             addresses_live: Gauge::default(),
@@ -99,6 +122,12 @@ impl Metrics {
             connections_closed: Family::default(),
             handshakes_refused: Counter::default(),
             accept_errors: Counter::default(),
+            sessions_attached: Gauge::default(),
+            sessions_detached: Gauge::default(),
+            sessions_detached_bytes: Gauge::default(),
+            detached_sessions,
+            sessions: Family::default(),
+            messages_replayed: Counter::default(),
             cluster_link_up: Gauge::default(),
             cluster_link_losses: Counter::default(),
             cluster_routes_sent: Counter::default(),
@@ -170,6 +199,34 @@ impl Metrics {
             "Errors accepting TCP connections (e.g. out of file descriptors)",
             m.accept_errors.clone(),
         );
+        if m.detached_sessions.is_some() {
+            r.register(
+                "sessions_attached",
+                "Version 2 sessions whose connection is open",
+                m.sessions_attached.clone(),
+            );
+            r.register(
+                "sessions_detached",
+                "Version 2 sessions kept for their grace period after their connection was lost",
+                m.sessions_detached.clone(),
+            );
+            r.register(
+                "sessions_detached_bytes",
+                "Bytes (unacknowledged and held messages) kept by detached sessions",
+                m.sessions_detached_bytes.clone(),
+            );
+            r.register(
+                "session_events",
+                "Version 2 session events: started, resumed, taken_over, refused, expired, \
+                 ended, revoked, dropped",
+                m.sessions.clone(),
+            );
+            r.register(
+                "messages_replayed",
+                "Messages sent again to a resumed session (unacknowledged or held)",
+                m.messages_replayed.clone(),
+            );
+        }
         if tls {
             r.register(
                 "tls_certificate_expiry_timestamp_seconds",
@@ -249,10 +306,22 @@ impl Metrics {
             .then_some("cut off from the cluster: the link to NATS is down")
     }
 
+    /// Count a version 2 session event.
+    pub(crate) fn session(&self, event: &'static str) {
+        self.sessions.get_or_create(&EventLabel { event }).inc();
+    }
+
     /// The Prometheus/OpenMetrics text exposition of every metric.
     pub(crate) fn render(&self) -> String {
         let live = i64::try_from((self.live_addresses)()).unwrap_or(i64::MAX);
         self.addresses_live.set(live);
+        if let Some(detached) = &self.detached_sessions {
+            let (count, bytes) = detached();
+            self.sessions_detached
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+            self.sessions_detached_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -15,6 +15,9 @@ pub(crate) struct Forward {
     pub(crate) address: Address,
     /// What to deliver (the sender's exact bytes).
     pub(crate) msg: Payload,
+    /// The ROUTE's `seq`, when a version 2 session sent it: its refusal goes to the
+    /// session's stream, naming it (rule 6.6).
+    pub(crate) route: Option<u64>,
 }
 
 /// What became of a forwarded ROUTE.
@@ -37,4 +40,7 @@ pub(crate) enum Verdict {
     /// The holder's node refused the forwarded message as malformed (a version mismatch
     /// between nodes, or a forgery): nothing was delivered.
     Refused,
+    /// Held for a detached session that did not resume within the hold window (rule 6.8);
+    /// nothing was delivered.
+    Away,
 }

@@ -20,6 +20,7 @@ use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
+use crate::session::{Limits, Sessions};
 use crate::tls::{CertificateInfo, Tls};
 use crate::{listener, metrics};
 
@@ -127,10 +128,36 @@ impl Server {
             let directory = Arc::clone(&directory);
             Box::new(move || directory.live())
         };
+        // A session lives on the node that holds it, and behind a load balancer a resume
+        // lands on any node: until sessions move between nodes, a cluster node does not
+        // offer version 2 at all rather than offer sessions that a reconnect can lose.
+        if config.cluster.is_some() && !config.sessions.grace.is_zero() {
+            tracing::info!(
+                "resumable sessions (compendium.v2) are not offered in cluster mode yet; clients get version 1"
+            );
+        }
+        let sessions = (!config.sessions.grace.is_zero() && config.cluster.is_none()).then(|| {
+            let c = config.sessions;
+            Arc::new(Sessions::new(Limits {
+                grace: c.grace,
+                hold: c.hold,
+                max_messages: c.buffer_messages,
+                max_bytes: c.buffer_bytes,
+                max_detached: c.max_detached,
+                max_detached_bytes: c.max_detached_bytes,
+                failed_resumes_per_minute: c.failed_resumes_per_minute,
+            }))
+        });
+        let detached_sessions = sessions.as_ref().map(|sessions| {
+            let sessions = Arc::clone(sessions);
+            Box::new(move || (sessions.detached(), sessions.detached_bytes()))
+                as crate::metrics::DetachedSessions
+        });
         let metrics = Arc::new(Metrics::new(
             live_addresses,
             config.cluster.is_some(),
             tls.is_some(),
+            detached_sessions,
         ));
         if let Some(tls) = &tls {
             metrics
@@ -167,6 +194,7 @@ impl Server {
                 config.max_msgs_per_sec,
                 addressing,
                 cluster_timeout,
+                sessions,
             ),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
@@ -451,6 +479,22 @@ impl Handle {
     #[must_use]
     pub fn ended_connections(&self) -> u64 {
         *self.shared.ended.borrow()
+    }
+
+    /// Wait until at least `count` version 2 sessions are detached (kept for their grace
+    /// after their connection was lost), so that tests and embedders await that event
+    /// instead of polling. Never returns when version 2 is off.
+    pub async fn detached_sessions(&self, count: usize) {
+        let Some(sessions) = self.shared.relay.sessions() else {
+            return std::future::pending().await;
+        };
+        let mut ended = self.shared.ended.subscribe();
+        // A session detaches before its connection counts as ended.
+        while sessions.detached() < count {
+            if ended.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Wait until at least `count` connections have ended since the server started —

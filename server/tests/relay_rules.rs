@@ -324,7 +324,10 @@ async fn rule_3_12_a_client_type_the_relay_does_not_implement_gets_501() {
         let Ok(message) = Message::parse(&bare) else {
             continue;
         };
-        if message.direction() != Direction::ClientToServer || message.type_name() == "INIT" {
+        // INIT and END (version 2, rule 6.7) are implemented.
+        if message.direction() != Direction::ClientToServer
+            || matches!(message.type_name(), "INIT" | "END")
+        {
             continue;
         }
         a.send(&bare).await;

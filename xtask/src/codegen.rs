@@ -42,10 +42,16 @@ const TARGETS: &[Target] = &[
         manifest: "messages/Cargo.toml",
         // `msg` is kept as the sender's raw bytes so a relay forwards it without re-encoding;
         // the address is a 128-bit `Copy` value so the relay's registry key costs no allocation.
-        // Both hand-written types are proven by tests to accept exactly what the schema does.
+        // The resume secret is hand-written so that it never prints (its Debug is redacted)
+        // and compares in constant time.
+        // The hand-written types are proven by tests to accept exactly what the schema does.
         replacements: &[
             ("Payload", "crate::Payload"),
             ("EpheWssAddr", "crate::Address"),
+            ("Secret", "crate::Secret"),
+            // Ranges the schema validates before anything is built; plain integers here.
+            ("Seq", "u64"),
+            ("Seconds", "u32"),
         ],
         api_for: Some("Message"),
     },

@@ -1,6 +1,8 @@
 //! Test support: our relay in-process on 127.0.0.1:0, and a scripted fake relay.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod link;
+
 use std::time::Duration;
 
 use compendium_server::{Config, Handle, Server};

@@ -14,6 +14,7 @@
 //! 503: try again), a node silent for longer, or that said it was leaving, is gone (404).
 
 mod outstanding;
+pub(crate) use outstanding::VerdictSlot;
 mod urls;
 mod wire;
 
@@ -39,7 +40,7 @@ use crate::error::Error;
 use crate::metrics::{Metrics, NodeLabels, VerdictLabel};
 use crate::remote::{Forward, Verdict};
 
-use self::outstanding::{Outstanding, VerdictSlot};
+use self::outstanding::Outstanding;
 
 /// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
 const PUBLISH_BATCH: usize = 256;
@@ -721,10 +722,18 @@ fn judge(directory: &Directory<Outbox>, bytes: &[u8], max_message_bytes: usize) 
         tracing::warn!("cluster link: a request whose msg is not a valid JSON object was refused");
         return Verdict::Refused;
     };
-    match directory.deliver(request.address, payload.deliver_frame()) {
-        Delivery::Queued => Verdict::Delivered,
+    // A request from another node cannot wait here for a detached session: it is refused
+    // at once (rule 6.8), with the same verdict as a full queue.
+    let hold = crate::session::Hold::Never;
+    match directory.deliver(
+        request.address,
+        payload.deliver_frame(),
+        hold,
+        Instant::now(),
+    ) {
+        Delivery::Queued | Delivery::Held(_) => Verdict::Delivered,
         Delivery::NotFound => Verdict::NotFound,
-        Delivery::Full => Verdict::Full,
+        Delivery::Full | Delivery::Away => Verdict::Full,
     }
 }
 
@@ -736,6 +745,15 @@ fn unix_millis(time: SystemTime) -> u64 {
 /// The verdict of a forwarded ROUTE, when it comes.
 pub(crate) struct Pending(PendingState);
 
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            PendingState::Ready(verdict) => write!(f, "Pending({verdict:?})"),
+            PendingState::Waiting(slot) => write!(f, "Pending(waiting: {:?})", slot.get()),
+        }
+    }
+}
+
 enum PendingState {
     Ready(Verdict),
     Waiting(Arc<VerdictSlot>),
@@ -744,6 +762,11 @@ enum PendingState {
 impl Pending {
     fn ready(verdict: Verdict) -> Self {
         Self(PendingState::Ready(verdict))
+    }
+
+    /// The verdict of a ROUTE held for a detached session on this node (rule 6.8).
+    pub(crate) fn held(slot: Arc<VerdictSlot>) -> Self {
+        Self(PendingState::Waiting(slot))
     }
 
     /// The verdict of a ROUTE that could not be sent: the cluster is unreachable.
@@ -838,6 +861,7 @@ pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
             Verdict::Absent => "absent",
             Verdict::TimedOut => "timed_out",
             Verdict::Refused => "refused",
+            Verdict::Away => "away",
         },
     }
 }

@@ -30,6 +30,12 @@ pub(crate) struct VerdictSlot {
     pub(crate) started: Instant,
 }
 
+impl std::fmt::Debug for VerdictSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerdictSlot({:?})", self.get())
+    }
+}
+
 impl VerdictSlot {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
@@ -85,6 +91,7 @@ fn code(verdict: Verdict) -> u8 {
         Verdict::Absent => 5,
         Verdict::TimedOut => 6,
         Verdict::Refused => 7,
+        Verdict::Away => 8,
     }
 }
 
@@ -97,6 +104,7 @@ fn decode(code: u8) -> Option<Verdict> {
         5 => Verdict::Absent,
         6 => Verdict::TimedOut,
         7 => Verdict::Refused,
+        8 => Verdict::Away,
         _ => return None,
     })
 }

@@ -99,6 +99,8 @@ pub(crate) fn encode_verdict(verdict: Verdict) -> [u8; 1] {
         // is what a node concludes when nobody answers.
         Verdict::Unreachable => 5,
         Verdict::Absent => 6,
+        // Never sent either: a node answers a request for a detached session with Full.
+        Verdict::Away => 7,
     }]
 }
 

@@ -222,3 +222,67 @@ pub fn route(to: &str, msg: &str) -> String {
 pub fn deliver(msg: &str) -> String {
     format!(r#"{{"type":"DELIVER","msg":{msg}}}"#)
 }
+
+impl Client {
+    /// Connect offering protocol version 2; panics unless the relay selects it.
+    pub async fn connect_v2(url: &str) -> Self {
+        let client = Self::connect_offering(url, compendium_messages::SUBPROTOCOL_V2).await;
+        assert_eq!(
+            client.1.as_deref(),
+            Some(compendium_messages::SUBPROTOCOL_V2),
+            "the relay did not select version 2"
+        );
+        client.0
+    }
+
+    /// Connect offering `subprotocols` (comma-separated); also returns the one selected.
+    pub async fn connect_offering(url: &str, subprotocols: &str) -> (Self, Option<String>) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            subprotocols.parse().expect("header value"),
+        );
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            tcp.set_nodelay(true).expect("nodelay");
+        }
+        let selected = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (Self { ws }, selected)
+    }
+
+    /// Version 2 INIT: the address and the secret.
+    pub async fn init_v2(&mut self) -> (String, String) {
+        self.send(r#"{"type":"INIT"}"#).await;
+        let reply = self.recv_json().await;
+        assert_eq!(reply["type"], "INITRESP", "{reply}");
+        (
+            reply["EpheWssAddr"].as_str().expect("address").to_owned(),
+            reply["secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// The next frame that is not a ROUTEACK.
+    pub async fn recv_json_skipping_acks(&mut self) -> Value {
+        loop {
+            let frame = self.recv_json().await;
+            if frame["type"] != "ROUTEACK" {
+                return frame;
+            }
+        }
+    }
+}
+
+pub fn resume(address: &str, secret: &str, seq: u64) -> String {
+    format!(r#"{{"type":"RESUME","EpheWssAddr":"{address}","secret":"{secret}","seq":{seq}}}"#)
+}
+
+pub fn route_v2(to: &str, seq: u64, msg: &str) -> String {
+    format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","seq":{seq},"msg":{msg}}}"#)
+}

@@ -1,0 +1,115 @@
+//! A TCP proxy between a client and the relay that a test can break for real: reset every
+//! connection (SO_LINGER 0, the kernel sends RST), close them (FIN), or stall them — stop
+//! forwarding in both directions while keeping both sockets open, the half-open link of a
+//! phone whose network vanished without a FIN or RST ever arriving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does to the connections open at the moment it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Reset,
+    Stall,
+}
+
+pub struct Link {
+    pub url: String,
+    faults: watch::Sender<(u64, Fault)>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Link {
+    /// Listen on 127.0.0.1:0 and forward each connection to `upstream` (a `ws://` URL).
+    pub async fn start(upstream: &str) -> Self {
+        let target: SocketAddr = upstream
+            .trim_start_matches("ws://")
+            .parse()
+            .expect("upstream host:port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("addr"));
+        let (faults, _) = watch::channel((0, Fault::Reset));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (faults_tx, count) = (faults.clone(), Arc::clone(&accepted));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let generation = faults_tx.borrow().0;
+                count.fetch_add(1, Ordering::SeqCst);
+                let faults = faults_tx.subscribe();
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        splice(client, server, faults, generation).await;
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            faults,
+            accepted,
+        }
+    }
+
+    /// Reset every connection open now, both sides (TCP RST).
+    pub fn reset_all(&self) {
+        self.faults.send_modify(|f| *f = (f.0 + 1, Fault::Reset));
+    }
+
+    /// Stop forwarding on every connection open now, keeping its sockets open.
+    pub fn stall_all(&self) {
+        self.faults.send_modify(|f| *f = (f.0 + 1, Fault::Stall));
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Forward both ways until either side ends or a fault that postdates `generation` hits.
+async fn splice(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    mut faults: watch::Receiver<(u64, Fault)>,
+    generation: u64,
+) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut a, mut b) = ([0u8; 16 << 10], [0u8; 16 << 10]);
+    loop {
+        tokio::select! {
+            fault = async {
+                // (The watch guard is not Send: drop it inside this future.)
+                faults.wait_for(|(g, _)| *g > generation).await.map_or(Fault::Reset, |f| f.1)
+            } => {
+                if fault == Fault::Stall {
+                    // Half-open: hold both sockets, forward nothing, until the test ends.
+                    let _keep = (client, server);
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                reset(&client);
+                reset(&server);
+                return;
+            }
+            read = client.read(&mut a) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if server.write_all(&a[..n]).await.is_err() { return },
+            },
+            read = server.read(&mut b) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if client.write_all(&b[..n]).await.is_err() { return },
+            },
+        }
+    }
+}
