@@ -156,28 +156,25 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
         // tungstenite's default 128 KiB read buffer is allocated up front; a client (or a
         // load generator holding thousands of connections) does not need it.
         let config = WebSocketConfig::default().read_buffer_size(4 << 10);
-        let (socket, _response) = tokio_tungstenite::client_async_with_config(
-            request,
-            stream,
-            Some(config),
-        )
-        .await
-        .map_err(|e| {
-            // A TLS record (handshake 0x16 or alert 0x15) in answer to an HTTP request.
-            if matches!(first_byte.get(), Some(0x15 | 0x16)) {
-                let problem = TlsProblem::TlsServer;
-                return Error::Connect(ConnectError::tls(
-                    ConnectStage::WebSocket,
-                    format!(
-                        "WebSocket handshake with {}: {}",
-                        dial.url,
-                        problem.advice(dial.url, dial.trust)
-                    ),
-                    problem,
-                    None,
-                ));
-            }
-            if let WsError::Protocol(
+        let (socket, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(|e| {
+                    // A TLS record (handshake 0x16 or alert 0x15) in answer to an HTTP request.
+                    if matches!(first_byte.get(), Some(0x15 | 0x16)) {
+                        let problem = TlsProblem::TlsServer;
+                        return Error::Connect(ConnectError::tls(
+                            ConnectStage::WebSocket,
+                            format!(
+                                "WebSocket handshake with {}: {}",
+                                dial.url,
+                                problem.advice(dial.url, dial.trust)
+                            ),
+                            problem,
+                            None,
+                        ));
+                    }
+                    if let WsError::Protocol(
                 tokio_tungstenite::tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(
                     _,
                 ),
@@ -192,13 +189,15 @@ pub(crate) async fn dial(dial: Dial<'_>) -> Result<Socket> {
                     dial.subprotocol.unwrap_or_default()
                 )));
             }
-            let message = format!("WebSocket handshake with {}: {e}", dial.url);
-            Error::Connect(match e {
-                WsError::Http(response) => ConnectError::http(response.status().as_u16(), message),
-                WsError::Io(io) => ConnectError::io(ConnectStage::WebSocket, message, io),
-                _ => ConnectError::other(ConnectStage::WebSocket, message),
-            })
-        })?;
+                    let message = format!("WebSocket handshake with {}: {e}", dial.url);
+                    Error::Connect(match e {
+                        WsError::Http(response) => {
+                            ConnectError::http(response.status().as_u16(), message)
+                        }
+                        WsError::Io(io) => ConnectError::io(ConnectStage::WebSocket, message, io),
+                        _ => ConnectError::other(ConnectStage::WebSocket, message),
+                    })
+                })?;
         Ok(socket)
     };
     tokio::time::timeout(dial.handshake_timeout, handshake)
