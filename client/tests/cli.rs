@@ -129,3 +129,76 @@ fn timeout_exits_3_and_usage_errors_exit_2() {
             .contains("an address is 32 lowercase hexadecimal characters")
     );
 }
+
+/// `--resumable listen` through a link the test resets: it keeps its address, prints each
+/// message once and in order across the drop, and says it resumed; when the session cannot
+/// come back (the relay is gone past the grace) it exits 1 saying so, and never prints a
+/// new address.
+#[test]
+fn resumable_listen_survives_a_reset_and_exits_1_when_the_session_is_lost() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut config = compendium_server::Config::ephemeral();
+    config.sessions.grace = std::time::Duration::from_secs(2);
+    config.sessions.hold = std::time::Duration::from_secs(2);
+    let ((url, relay), link) = runtime.block_on(async {
+        let relay = support::relay(config).await;
+        let link = support::link::Link::start(&relay.0).await;
+        (relay, link)
+    });
+    let mut listener = client()
+        .args(["--url", &link.url, "--resumable", "listen"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(listener.stdout.take().expect("stdout"));
+    let mut address = String::new();
+    stdout.read_line(&mut address).expect("address line");
+    let address: compendium_messages::Address = address.trim().parse().expect("an address");
+    let sender = runtime
+        .block_on(compendium_client::Client::connect(&url))
+        .expect("sender");
+    let send = |n: u64| {
+        runtime
+            .block_on(sender.route(&address, &serde_json::json!({ "n": n })))
+            .expect("route");
+    };
+    let mut expect_line = |n: u64| {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("a message line");
+        assert_eq!(line, format!("{{\"n\":{n}}}\n"), "message {n}");
+    };
+    for n in 1..=5 {
+        send(n);
+    }
+    for n in 1..=5 {
+        expect_line(n);
+    }
+    link.reset_all();
+    // Sent while the listener is away (held, rule 6.8) or just back: each printed once.
+    for n in 6..=10 {
+        send(n);
+    }
+    for n in 6..=10 {
+        expect_line(n);
+    }
+    assert_eq!(link.accepted(), 2, "one reconnection");
+
+    relay.shutdown();
+    let status = listener.wait().expect("wait");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("stdout");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut listener.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(rest, "", "nothing more printed, no new address");
+    assert!(stderr.contains("session resumed (same address"), "{stderr}");
+    assert!(stderr.contains("session lost: "), "{stderr}");
+    drop(runtime);
+}
