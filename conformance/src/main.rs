@@ -115,6 +115,17 @@ enum Command {
         /// measurements); prints one line when they are all open.
         #[arg(long, value_name = "N")]
         idle: Option<usize>,
+        /// Protocol version 2 (resumable sessions) on every pair (and --idle) connection:
+        /// numbered ROUTEs, DELIVERs acknowledged one ACK per 32. Fails if the relay does
+        /// not select `compendium.v2`.
+        #[arg(long)]
+        resumable: bool,
+        /// Instead: measure resume latency (version 2). N messages of --size bytes wait,
+        /// unacknowledged, in a session whose connection is then reset; each of 10 rounds
+        /// times the new connection's start to the last replayed message. Prints JSON with
+        /// --json.
+        #[arg(long, value_name = "N", conflicts_with_all = ["idle", "rate"])]
+        resume: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -246,6 +257,8 @@ fn main() -> ExitCode {
                 rate,
                 churn,
                 idle,
+                resumable,
+                resume,
                 json,
                 ca_cert,
             } => {
@@ -257,8 +270,37 @@ fn main() -> ExitCode {
                     }
                 };
                 let client = client(ca_cert);
+                if let Some(buffered) = resume {
+                    let Some(url) = url.first() else {
+                        eprintln!("compendium-conformance: load --resume: no --url");
+                        return Exit::Usage.into();
+                    };
+                    return match load::resume_latency(url, &client, buffered, size, 10).await {
+                        Ok(report) if json => {
+                            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                            Exit::Success.into()
+                        }
+                        Ok(report) => {
+                            println!(
+                                "resume with {} messages of {} B waiting, {} rounds: p50 {} µs, max {} µs",
+                                report.buffered,
+                                report.size,
+                                report.rounds,
+                                report.resume_us.p50,
+                                report.resume_us.max
+                            );
+                            Exit::Success.into()
+                        }
+                        Err(err) => {
+                            eprintln!("compendium-conformance: load --resume: {err}");
+                            Exit::Failure.into()
+                        }
+                    };
+                }
                 match idle {
-                    Some(count) => hold_idle(&url, &client, count, duration, json).await,
+                    Some(count) => {
+                        hold_idle(&url, &client, count, resumable, duration, json).await
+                    }
                     None => {
                         let mode = match (rate, mode) {
                             (Some(_), _) => load::Mode::Open,
@@ -275,6 +317,7 @@ fn main() -> ExitCode {
                             rate: rate.unwrap_or_default(),
                             churn,
                             client,
+                            resumable,
                         };
                         match load::run(&options).await {
                             Ok(report) => {
@@ -350,10 +393,11 @@ async fn hold_idle(
     urls: &[String],
     client: &ClientBuilder,
     count: usize,
+    resumable: bool,
     hold: Duration,
     json: bool,
 ) -> ExitCode {
-    let (sockets, errors) = load::open_idle(urls, client, count).await;
+    let (sockets, errors) = load::open_idle(urls, client, count, resumable).await;
     if json {
         let report = load::IdleReport {
             idle: count,

@@ -21,6 +21,7 @@ fn options(url: String) -> LoadOptions {
         rate: 0.0,
         churn: 2,
         client: ClientBuilder::default(),
+        resumable: false,
     }
 }
 
@@ -139,4 +140,42 @@ async fn an_open_loop_without_a_rate_is_refused() {
     };
     let err = load::run(&options).await.expect_err("no rate");
     assert_eq!(err, "an open loop needs a rate above 0 msgs/s, not 0");
+}
+
+/// Version 2 load: numbered ROUTEs, numbered DELIVERs acknowledged in batches — valid
+/// against our relay, for pingpong and for a flood deeper than an ACK batch; a relay that
+/// does not select `compendium.v2` is refused up front, not measured as version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumable_load_is_valid_against_our_relay_and_refused_by_a_v1_relay() {
+    let url = support::our_relay(Config::ephemeral()).await;
+    for (mode, window) in [(Mode::Pingpong, 1), (Mode::Flood, 64)] {
+        let options = LoadOptions {
+            resumable: true,
+            churn: 0,
+            mode,
+            window,
+            ..options(url.clone())
+        };
+        let report = load::run(&options).await.expect("run");
+        assert!(report.valid, "{mode:?}: {:?}", report.problems);
+        assert!(report.messages > 64, "{mode:?}: {}", report.messages);
+    }
+    let mut v1_only = Config::ephemeral();
+    v1_only.sessions.grace = Duration::ZERO;
+    let url = support::our_relay(v1_only).await;
+    let options = LoadOptions {
+        resumable: true,
+        ..options(url)
+    };
+    let Err(err) = load::run(&options).await else {
+        panic!("a relay without version 2 was measured");
+    };
+    assert!(err.contains("compendium.v2"), "{err}");
+
+    let url = support::our_relay(Config::ephemeral()).await;
+    let report = load::resume_latency(&url, &ClientBuilder::default(), 256, 256, 2)
+        .await
+        .expect("resume rounds");
+    assert_eq!((report.buffered, report.rounds), (256, 2));
+    assert!(report.resume_us.p50 > 0);
 }

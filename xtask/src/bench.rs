@@ -19,21 +19,21 @@ use serde_json::{Value, json};
 use compendium_conformance::load::{IdleReport, LoadReport};
 use compendium_harness::Relay;
 
-use crate::bench_load;
 use crate::pin::{Pinning, on_cpu};
 use crate::process::build_release;
 use crate::project_root;
 use crate::report::{PERFORMANCE_DOC, machine, replace_section, today};
+use crate::{bench_load, bench_resumable};
 
 /// One row of the matrix.
-struct Workload {
-    name: &'static str,
-    mode: &'static str,
-    pairs: usize,
-    size: usize,
-    window: usize,
+pub(crate) struct Workload {
+    pub(crate) name: &'static str,
+    pub(crate) mode: &'static str,
+    pub(crate) pairs: usize,
+    pub(crate) size: usize,
+    pub(crate) window: usize,
     /// Ours / baseline msgs/s must be at least this.
-    min_ratio: f64,
+    pub(crate) min_ratio: f64,
 }
 
 /// Ours / baseline relay CPU per delivered message must be at most this, for every workload.
@@ -109,10 +109,10 @@ impl Server {
 }
 
 pub(crate) struct Plan {
-    quick: bool,
+    pub(crate) quick: bool,
     pub(crate) secs: f64,
     pub(crate) reps: usize,
-    idle: usize,
+    pub(crate) idle: usize,
     many_idle: Option<usize>,
     pub(crate) pin: Option<Pinning>,
 }
@@ -173,7 +173,7 @@ pub(crate) fn run(quick: bool, pin: bool) -> Result<()> {
     let mut memory = Vec::new();
     for server in [Server::Baseline, Server::Ours] {
         for rep in 0..plan.reps {
-            let m = idle_run(&bin, server, plan.idle)
+            let m = idle_run(&bin, server, plan.idle, &[])
                 .with_context(|| format!("idle on {}", server.label()))?;
             eprintln!(
                 "idle {} on {:<18} rep {}: {:.1} KiB per connection",
@@ -187,12 +187,14 @@ pub(crate) fn run(quick: bool, pin: bool) -> Result<()> {
     }
     let many = match plan.many_idle {
         Some(count) => {
-            let m = idle_run(&bin, Server::Ours, count).context("many idle connections")?;
+            let m = idle_run(&bin, Server::Ours, count, &[]).context("many idle connections")?;
             eprintln!("idle {count} on compendium-server: {} opened", m["opened"]);
             Some(m)
         }
         None => None,
     };
+
+    let resumable = bench_resumable::run(&bin, &plan)?;
 
     let summary = summarize(&runs, &memory, many.as_ref(), plan.idle);
     let at_load = bench_load::summarize(&open_runs);
@@ -210,6 +212,7 @@ pub(crate) fn run(quick: bool, pin: bool) -> Result<()> {
         "open_runs": open_runs,
         "memory": memory,
         "many_idle": many,
+        "resumable": resumable,
     });
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
@@ -269,7 +272,7 @@ pub(crate) fn rejudge(results: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start(bin: &Path, server: Server) -> Result<Relay> {
+pub(crate) fn start(bin: &Path, server: Server) -> Result<Relay> {
     let command = match server {
         Server::Baseline => {
             let mut c = Command::new(bin.join("examples/bare_relay"));
@@ -330,7 +333,7 @@ impl Throughput {
 }
 
 /// The load generator's arguments for a closed-loop workload.
-fn closed_loop(w: &Workload, secs: f64) -> Vec<String> {
+pub(crate) fn closed_loop(w: &Workload, secs: f64) -> Vec<String> {
     [
         "--pairs",
         &w.pairs.to_string(),
@@ -390,9 +393,15 @@ pub(crate) fn write_results(
 
 /// Start the load generator holding `count` idle connections to `url` (a comma list
 /// spreads them) and wait until it says it holds them; kill the child when done measuring.
-pub(crate) fn hold_idle(bin: &Path, url: &str, count: usize) -> Result<(Child, IdleReport)> {
+pub(crate) fn hold_idle(
+    bin: &Path,
+    url: &str,
+    count: usize,
+    extra: &[&str],
+) -> Result<(Child, IdleReport)> {
     let mut load = load_command(bin, url)
         .args(["--idle", &count.to_string(), "--secs", "120"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -405,10 +414,11 @@ pub(crate) fn hold_idle(bin: &Path, url: &str, count: usize) -> Result<(Child, I
     Ok((load, held))
 }
 
-fn idle_run(bin: &Path, server: Server, count: usize) -> Result<Value> {
+/// Server RSS per idle connection; `extra`: more load generator arguments (`--resumable`).
+pub(crate) fn idle_run(bin: &Path, server: Server, count: usize, extra: &[&str]) -> Result<Value> {
     let running = start(bin, server)?;
     let empty = running.process.rss_kib()?;
-    let (mut load, held) = hold_idle(bin, running.url(), count)?;
+    let (mut load, held) = hold_idle(bin, running.url(), count, extra)?;
     let loaded = running.process.rss_kib()?;
     let _ = load.kill();
     let _ = load.wait();
@@ -558,6 +568,7 @@ fn markdown(report: &Value) -> String {
         }
     }
     out.push_str(&bench_load::markdown(report));
+    out.push_str(&bench_resumable::markdown(report));
     out
 }
 

@@ -271,7 +271,7 @@ fn idle_cost(bin: &Path, per_node: usize) -> Result<Idle> {
         .collect::<Result<_>>()?;
     let nats_empty = nats.rss_kib()?;
     let urls: Vec<&str> = nodes.iter().map(Relay::url).collect();
-    let (mut holder, held) = crate::bench::hold_idle(bin, &urls.join(","), per_node * 2)?;
+    let (mut holder, held) = crate::bench::hold_idle(bin, &urls.join(","), per_node * 2, &[])?;
     let loaded: Vec<u64> = nodes
         .iter()
         .map(|n| n.process.rss_kib())

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_load;
+mod bench_resumable;
 mod bench_spread;
 mod chart;
 mod codegen;

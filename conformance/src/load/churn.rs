@@ -24,7 +24,7 @@ pub(super) async fn churn(shared: &Shared, url: &str, client: &ClientBuilder) ->
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !shared.stop.load(Ordering::Relaxed) {
         pace.tick().await;
-        let (mut socket, address) = match open(url, client).await {
+        let (mut socket, address) = match open(url, client, false).await {
             Ok(opened) => opened,
             Err(err) => {
                 shared.problem(format!("churn: {err}"));

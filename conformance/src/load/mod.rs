@@ -16,10 +16,16 @@
 //! own address (which must come back unchanged), and goes away — every other time with a
 //! TCP reset instead of a closing handshake, as a killed client would. Each churn task
 //! runs at most 10 cycles per second.
+//!
+//! With `resumable`, every connection negotiates protocol version 2 (`compendium.v2`,
+//! docs/protocol.md section 6) as a resumable client would: ROUTEs are numbered, DELIVERs
+//! carry their stream number and are acknowledged with one ACK per 32, ROUTEACKs are
+//! read and skipped. It measures what version 2 costs a relay on the same workload.
 
 mod churn;
 mod pacer;
 mod report;
+mod resume;
 mod schedule;
 
 use std::sync::Arc;
@@ -36,6 +42,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::jsoneq::Exact;
 pub use report::{IdleReport, Latency, LoadReport, ScheduleKept};
+pub use resume::{ResumeReport, resume_latency};
 pub use schedule::{Schedule, latency_us, micros};
 
 /// How the pairs send.
@@ -72,6 +79,8 @@ pub struct LoadOptions {
     pub churn: usize,
     /// TLS trust.
     pub client: ClientBuilder,
+    /// Protocol version 2 (resumable sessions) on every pair connection.
+    pub resumable: bool,
 }
 
 /// The msg for `seq`, sent at `t` µs after the run's start, padded to `size` bytes.
@@ -93,8 +102,20 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
 /// After sending stops, how long deliveries still in flight may take.
 const DRAIN: Duration = Duration::from_secs(5);
 
-async fn open(url: &str, client: &ClientBuilder) -> Result<(RawSocket, String), String> {
-    let mut socket = client.connect_raw(url).await.map_err(|e| e.to_string())?;
+/// Acknowledge (version 2) after this many stream messages, as the client library does.
+const ACK_EVERY: u64 = 32;
+
+async fn open(
+    url: &str,
+    client: &ClientBuilder,
+    resumable: bool,
+) -> Result<(RawSocket, String), String> {
+    let mut socket = if resumable {
+        client.connect_raw_v2(url).await
+    } else {
+        client.connect_raw(url).await
+    }
+    .map_err(|e| e.to_string())?;
     socket
         .send(Frame::text(r#"{"type":"INIT"}"#))
         .await
@@ -152,7 +173,9 @@ const GRACE: Duration = Duration::from_millis(100);
 /// still yields to the other tasks.
 const CATCH_UP: u64 = 64;
 
-type Sink = SplitSink<RawSocket, Frame>;
+/// A connection's sending half, shared by its sender and (version 2, for ACKs) by the
+/// receiver of what comes in on it.
+type Sink = Arc<tokio::sync::Mutex<SplitSink<RawSocket, Frame>>>;
 
 /// What a sender hands back when it stops.
 struct Sent {
@@ -164,18 +187,67 @@ struct Sent {
     count: u64,
 }
 
-fn route(to: &str, seq: u64, stamp_us: u64, size: usize) -> String {
-    format!(
-        r#"{{"type":"ROUTE","EpheWssAddr":"{to}","msg":{}}}"#,
-        payload(seq, stamp_us, size)
-    )
+/// The ROUTE of message `seq`; version 2 numbers it `seq + 1` (rule 6.5).
+fn route(to: &str, seq: u64, stamp_us: u64, size: usize, resumable: bool) -> String {
+    let msg = payload(seq, stamp_us, size);
+    if resumable {
+        let number = seq + 1;
+        format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","seq":{number},"msg":{msg}}}"#)
+    } else {
+        format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","msg":{msg}}}"#)
+    }
+}
+
+/// What a receiver makes of a text frame: a load message (its stream number in version
+/// 2, its `seq` and stamp, and the exact DELIVER it must be), nothing (a ROUTEACK), or a
+/// problem.
+enum Incoming {
+    Message {
+        stream: Option<u64>,
+        seq: u64,
+        t: u64,
+        want: String,
+    },
+    Skip,
+    Foreign,
+}
+
+fn incoming(text: &str, size: usize, resumable: bool) -> Incoming {
+    let (stream, body) = if resumable {
+        if text.starts_with(r#"{"type":"ROUTEACK""#) {
+            return Incoming::Skip;
+        }
+        // {"type":"DELIVER","seq":S,"msg":…}: the head's number, then the msg.
+        match (number_after(text, "\"seq\":"), text.find(",\"msg\":")) {
+            (Some(stream), Some(at)) => (Some(stream), &text[at..]),
+            _ => return Incoming::Foreign,
+        }
+    } else {
+        (None, text)
+    };
+    let (Some(seq), Some(t)) = (number_after(body, "\"seq\":"), number_after(body, "\"t\":"))
+    else {
+        return Incoming::Foreign;
+    };
+    let msg = payload(seq, t, size);
+    let want = match stream {
+        Some(n) => format!(r#"{{"type":"DELIVER","seq":{n},"msg":{msg}}}"#),
+        None => format!(r#"{{"type":"DELIVER","msg":{msg}}}"#),
+    };
+    Incoming::Message {
+        stream,
+        seq,
+        t,
+        want,
+    }
 }
 
 /// Closed loop: send whenever the window has room, stamped with the send time.
 async fn send_windowed(
-    mut sink: Sink,
+    sink: Sink,
     to: String,
     size: usize,
+    resumable: bool,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
     sent: Arc<AtomicU64>,
@@ -191,7 +263,9 @@ async fn send_windowed(
         }
         let t = micros(shared.epoch.elapsed());
         if sink
-            .send(Frame::text(route(&to, seq, t, size)))
+            .lock()
+            .await
+            .send(Frame::text(route(&to, seq, t, size, resumable)))
             .await
             .is_err()
         {
@@ -212,9 +286,10 @@ async fn send_windowed(
 /// the time it was due; `bell` rings when the next one is (see `pacer`).
 #[allow(clippy::too_many_arguments)]
 async fn send_on_schedule(
-    mut sink: Sink,
+    sink: Sink,
     to: String,
     size: usize,
+    resumable: bool,
     schedule: Schedule,
     bell: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
@@ -239,11 +314,12 @@ async fn send_on_schedule(
             bell.notified().await;
             continue;
         }
+        let mut sink = sink.lock().await;
         for k in batch.clone() {
             let stamp = schedule.due(k);
             let _ = lag.record(latency_us(micros(stamp), micros(now)));
             if sink
-                .feed(Frame::text(route(&to, k, micros(stamp), size)))
+                .feed(Frame::text(route(&to, k, micros(stamp), size, resumable)))
                 .await
                 .is_err()
             {
@@ -297,8 +373,8 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
     let node = |i: usize| options.urls[i % options.urls.len()].as_str();
     let mut ends = Vec::with_capacity(senders_count);
     for pair in 0..options.pairs {
-        ends.push(open(node(pair), &options.client).await?);
-        ends.push(open(node(pair + 1), &options.client).await?);
+        ends.push(open(node(pair), &options.client, options.resumable).await?);
+        ends.push(open(node(pair + 1), &options.client, options.resumable).await?);
     }
     let template =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
@@ -317,7 +393,7 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
     let mut addresses = Vec::new();
     for (socket, address) in ends {
         let (sink, stream) = socket.split();
-        sinks.push(sink);
+        sinks.push(Arc::new(tokio::sync::Mutex::new(sink)));
         streams.push(stream);
         addresses.push(address);
     }
@@ -333,6 +409,8 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     let mut streams: Vec<Option<_>> = streams.into_iter().map(Some).collect();
+    let ack_sinks: Vec<Sink> = sinks.iter().map(Arc::clone).collect();
+    let resumable = options.resumable;
     for (index, sink) in sinks.into_iter().enumerate() {
         // Connection 2k sends to 2k+1 and back.
         let peer = index ^ 1;
@@ -347,6 +425,7 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
                     sink,
                     to,
                     size,
+                    resumable,
                     *schedule,
                     Arc::clone(bell),
                     shared_s,
@@ -362,6 +441,7 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
                     sink,
                     to,
                     size,
+                    resumable,
                     Arc::clone(&permits),
                     shared_s,
                     sent_s,
@@ -378,8 +458,11 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
             histogram(),
             done_watch.clone(),
         );
+        // What arrives on `peer`'s connection is acknowledged on it (version 2).
+        let ack_sink = Arc::clone(&ack_sinks[peer]);
         receivers.push(tokio::spawn(async move {
             let mut expected = 0u64;
+            let mut unacked = 0u64;
             loop {
                 let finished = *done.borrow();
                 if finished && expected >= sent.load(Ordering::Relaxed) {
@@ -410,19 +493,36 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, String> {
                 };
                 let Frame::Text(text) = frame else { continue };
                 let text = text.as_str();
-                let (Some(seq), Some(t)) =
-                    (number_after(text, "\"seq\":"), number_after(text, "\"t\":"))
-                else {
-                    shared_r.problem(format!("not a load message: {}", crate::peer::clip(text)));
-                    continue;
+                let (stream_seq, seq, t, want) = match incoming(text, size, resumable) {
+                    Incoming::Message {
+                        stream,
+                        seq,
+                        t,
+                        want,
+                    } => (stream, seq, t, want),
+                    Incoming::Skip => continue,
+                    Incoming::Foreign => {
+                        shared_r
+                            .problem(format!("not a load message: {}", crate::peer::clip(text)));
+                        continue;
+                    }
                 };
                 if seq != expected {
                     shared_r.problem(format!("expected message {expected}, got {seq}"));
                 }
                 expected = seq + 1;
-                let want = format!(r#"{{"type":"DELIVER","msg":{}}}"#, payload(seq, t, size));
                 if text != want && Exact::parse(text).ok() != Exact::parse(&want).ok() {
                     shared_r.problem(format!("message {seq} arrived changed"));
+                }
+                if let Some(stream_seq) = stream_seq {
+                    unacked += 1;
+                    if unacked >= ACK_EVERY {
+                        unacked = 0;
+                        let ack = format!(r#"{{"type":"ACK","seq":{stream_seq}}}"#);
+                        if ack_sink.lock().await.send(Frame::text(ack)).await.is_err() {
+                            shared_r.problem("a receiver could not acknowledge".into());
+                        }
+                    }
                 }
                 let _ = histogram.record(latency_us(t, micros(shared_r.epoch.elapsed())));
                 if let Some(permits) = &returns {
@@ -525,6 +625,7 @@ pub async fn open_idle(
     urls: &[String],
     client: &ClientBuilder,
     count: usize,
+    resumable: bool,
 ) -> (Vec<RawSocket>, Vec<String>) {
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
@@ -533,7 +634,9 @@ pub async fn open_idle(
         let (limit, client) = (Arc::clone(&limit), client.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            open(&url, &client).await.map(|(socket, _)| socket)
+            open(&url, &client, resumable)
+                .await
+                .map(|(socket, _)| socket)
         });
     }
     let mut sockets = Vec::with_capacity(count);
