@@ -425,6 +425,12 @@ impl<M: Mailbox + Clone> Relay<M> {
                     codes::INVALID_MESSAGE,
                     "ACK before INIT or RESUME: there is nothing to acknowledge",
                 ),
+                // Taken over: the successor's RESUME said what arrived. (Forgetting
+                // frames of a session detached meanwhile would also skew the node's
+                // count of detached bytes.)
+                Some(cell) if !cell.is_attached_to(session.conn) => {
+                    Outcome::Streamed { code: None }
+                }
                 Some(cell) => match cell.ack(seq) {
                     Ok(()) => Outcome::Streamed { code: None },
                     Err(text) => Outcome::error(codes::INVALID_MESSAGE, text),
@@ -438,7 +444,7 @@ impl<M: Mailbox + Clone> Relay<M> {
             } => self.resume(session, ephe_wss_addr, &secret, seq, now),
             Message::End { .. } => {
                 if let Some(cell) = session.cell() {
-                    self.end(cell);
+                    self.end_if_mine(cell, session.conn);
                 }
                 Outcome::Ended
             }
@@ -484,6 +490,13 @@ impl<M: Mailbox + Clone> Relay<M> {
         self.directory.release(cell.claimed_by, cell.address);
     }
 
+    /// End `cell` if `conn` still holds it; a connection taken over ends nothing.
+    fn end_if_mine(&self, cell: &SessionCell, conn: ConnId) {
+        if cell.is_attached_to(conn) {
+            self.end(cell);
+        }
+    }
+
     fn grace_secs(&self) -> u32 {
         self.sessions.as_ref().map_or(0, |s| {
             u32::try_from(s.limits.grace.as_secs()).unwrap_or(u32::MAX)
@@ -495,7 +508,7 @@ impl<M: Mailbox + Clone> Relay<M> {
             return self.init(session);
         };
         if let Some(old) = v2.session.take() {
-            self.end(&old);
+            self.end_if_mine(&old, session.conn);
         }
         let secret = match session::draw_secret() {
             Ok(secret) => secret,
@@ -573,7 +586,7 @@ impl<M: Mailbox + Clone> Relay<M> {
                 if let Some(old) = v2.session.replace(Arc::clone(&cell))
                     && !Arc::ptr_eq(&old, &cell)
                 {
-                    self.end(&old);
+                    self.end_if_mine(&old, session.conn);
                 }
                 Outcome::Resumed {
                     address,
@@ -959,5 +972,70 @@ mod tests {
             Outcome::Routed
         );
         assert_eq!(a_box.frames().len(), 2);
+    }
+
+    /// A connection taken over (rule 6.3) may still send frames before it is closed: its
+    /// ACK, END or INIT must not touch the session that is now its successor's.
+    #[test]
+    fn rule_6_3_a_taken_over_connection_cannot_end_or_acknowledge_the_session() {
+        let limits = crate::session::Limits {
+            grace: std::time::Duration::from_secs(120),
+            hold: std::time::Duration::from_secs(10),
+            max_messages: 16,
+            max_bytes: 1 << 20,
+            max_detached: 10,
+            max_detached_bytes: 1 << 20,
+            failed_resumes_per_minute: 10,
+        };
+        let relay = Relay::new(
+            Arc::new(Directory::new()),
+            None,
+            Arc::new(Counting::default()),
+            std::time::Duration::from_secs(2),
+            Some(Arc::new(Sessions::new(limits))),
+        );
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let v2 = || Some((mpsc::channel(4).0, ip));
+        let now = Instant::now();
+        let mut old = relay.open(ConnId(1), Recorder::default(), now, v2());
+        let Outcome::Assigned {
+            address,
+            session: Some((secret, _)),
+        } = relay.handle(&mut old, Input::Text(r#"{"type":"INIT"}"#), now)
+        else {
+            panic!("a version 2 INITRESP");
+        };
+        let mut new = relay.open(ConnId(2), Recorder::default(), now, v2());
+        let resume = format!(
+            r#"{{"type":"RESUME","EpheWssAddr":"{address}","secret":"{}","seq":0}}"#,
+            secret.expose_hex()
+        );
+        let outcome = relay.handle(&mut new, Input::Text(&resume), now);
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Resumed {
+                    took_over: true,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        for late in [
+            r#"{"type":"ACK","seq":0}"#,
+            r#"{"type":"END"}"#,
+            r#"{"type":"INIT"}"#,
+        ] {
+            relay.handle(&mut old, Input::Text(late), now);
+        }
+        let cell = new.cell().expect("the successor holds the session");
+        assert!(cell.is_attached_to(ConnId(2)));
+        let mut pc = relay.open(ConnId(3), Recorder::default(), now, None);
+        let deliver = relay.handle(&mut pc, Input::Text(&route(address, "{}")), now);
+        assert_eq!(
+            deliver,
+            Outcome::Routed,
+            "the session's address still routes"
+        );
     }
 }

@@ -689,6 +689,16 @@ impl SessionCell {
         Expiry::Wait { next, refused }
     }
 
+    /// Whether `conn` is the connection the session is attached to. A connection taken
+    /// over (rule 6.3) may still have frames of its own in flight for a moment: its ACK,
+    /// END or INIT must not touch the session that is now its successor's.
+    pub(crate) fn is_attached_to(&self, conn: ConnId) -> bool {
+        self.state()
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.conn == conn)
+    }
+
     /// Whether `conn` has pulled everything in the stream (END's flush is done).
     pub(crate) fn is_drained_for(&self, conn: ConnId) -> bool {
         let state = self.state();
