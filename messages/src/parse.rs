@@ -98,7 +98,8 @@ impl Message {
     }
 }
 
-/// The two messages a relay sees most, in their plain form, built straight from the raw
+/// The messages a relay sees most — INIT, ROUTE plain or numbered, and ACK — in
+/// their plain form, built straight from the raw
 /// members — no JSON tree, no validator run. `None` sends the message down the full path
 /// (which also gives a too deeply nested `msg` its precise error).
 /// Taken only when the schema says exactly these shapes (`Schemas::fast_path`); the
@@ -107,21 +108,48 @@ fn fast_path(object: &RawObject<'_>) -> Option<Message> {
     let member = |name: &str| object.get(name).map(RawValue::get);
     match (object.members.len(), member("type")?) {
         (1, "\"INIT\"") => Some(Message::new_init()),
-        (3, "\"ROUTE\"") => {
-            // A plain string of 32 lowercase hex characters (no escapes), and an object.
-            let address = member("EpheWssAddr")?
-                .strip_prefix('"')?
-                .strip_suffix('"')?;
-            let address: Address = address.parse().ok()?;
-            let msg = object.get("msg")?;
-            let within_depth = SCHEMAS
-                .route_msg_max_depth
-                .is_none_or(|max| !deeper_than(msg.get(), max));
-            (msg.get().starts_with('{') && within_depth)
-                .then(|| Message::new_route(address, Payload::from_checked_raw(msg)))
+        // Version 2's numbered ROUTE (rule 6.5).
+        (4, "\"ROUTE\"") if SCHEMAS.route_seq => {
+            let seq = plain_seq(member("seq")?)?;
+            let mut route = plain_route(object)?;
+            if let Message::Route { seq: s, .. } = &mut route {
+                *s = Some(seq);
+            }
+            Some(route)
         }
+        (3, "\"ROUTE\"") => plain_route(object),
+        (2, "\"ACK\"") if SCHEMAS.ack => Some(Message::new_ack(plain_seq(member("seq")?)?)),
         _ => None,
     }
+}
+
+/// A `seq` in plain digits within 0..=2^53-1; any other spelling of a number (1.0, 1e3)
+/// is the schema's to judge.
+fn plain_seq(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse()
+        .ok()
+        .filter(|n| *n <= crate::schema::MAX_SEQ)
+}
+
+/// A ROUTE's `EpheWssAddr` and `msg`, if plain: a string of 32 lowercase hex characters
+/// (no escapes), and an object within the nesting limit.
+fn plain_route(object: &RawObject<'_>) -> Option<Message> {
+    let address = object
+        .get("EpheWssAddr")?
+        .get()
+        .strip_prefix('"')?
+        .strip_suffix('"')?;
+    let address: Address = address.parse().ok()?;
+    let msg = object.get("msg")?;
+    let within_depth = SCHEMAS
+        .route_msg_max_depth
+        .is_none_or(|max| !deeper_than(msg.get(), max));
+    (msg.get().starts_with('{') && within_depth)
+        .then(|| Message::new_route(address, Payload::from_checked_raw(msg)))
 }
 
 /// The schema arm named by the message's `type`, or the error that `type` deserves.

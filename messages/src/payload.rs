@@ -108,7 +108,10 @@ impl Payload {
     #[must_use]
     pub fn deliver_frame(&self) -> String {
         const HEAD: &str = r#"{"type":"DELIVER","msg":"#;
-        let mut frame = String::with_capacity(HEAD.len() + self.as_str().len() + 1);
+        // Room for a version 2 relay to insert `"seq":N,` (at most 23 bytes) in place,
+        // without a second allocation and copy of the frame.
+        const SEQ_ROOM: usize = 24;
+        let mut frame = String::with_capacity(HEAD.len() + self.as_str().len() + 1 + SEQ_ROOM);
         frame.push_str(HEAD);
         frame.push_str(self.as_str());
         frame.push('}');

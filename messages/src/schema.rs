@@ -53,6 +53,14 @@ pub(crate) struct Schemas {
     pub(crate) fast_path: bool,
     /// The nesting limit of ROUTE's `msg`, which the fast path checks.
     pub(crate) route_msg_max_depth: Option<usize>,
+    /// Whether ROUTE's optional `seq` (version 2) is exactly the integer 0..=2^53-1 the
+    /// fast path checks (see [`route_seq_matches`]), so that a numbered ROUTE takes the
+    /// fast path too.
+    pub(crate) route_seq: bool,
+    /// Whether ACK is exactly `{"type":"ACK","seq":<that integer>}` (required, nothing
+    /// else allowed), so that the fast path takes it too: a resumable client sends one per
+    /// 32 messages.
+    pub(crate) ack: bool,
 }
 
 impl Schemas {
@@ -130,6 +138,8 @@ fn compile(text: &str) -> Result<Schemas, String> {
         });
     }
     let fast_path = fast_path_matches(&root);
+    let route_seq = seq_matches(&root, "ROUTE");
+    let ack = seq_matches(&root, "ACK") && ack_matches(&root);
     let route_msg_max_depth = arms
         .iter()
         .find(|arm| arm.type_name == "ROUTE")
@@ -138,6 +148,8 @@ fn compile(text: &str) -> Result<Schemas, String> {
     Ok(Schemas {
         arms,
         fast_path,
+        route_seq,
+        ack,
         route_msg_max_depth,
     })
 }
@@ -205,6 +217,67 @@ fn fast_path_matches(root: &Value) -> bool {
         && msg_ok
 }
 
+/// The largest `seq` (2^53 - 1: exact in every JSON implementation).
+pub(crate) const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// The `oneOf` arm of message type `name`.
+fn arm_of<'a>(root: &'a Value, name: &str) -> Option<&'a Value> {
+    root.get("oneOf")?.as_array()?.iter().find(|arm| {
+        arm.pointer("/properties/type/const").and_then(Value::as_str) == Some(name)
+    })
+}
+
+/// True only if the `seq` of message type `name` is `{"$ref": "#/$defs/X"}` (plus
+/// annotations) where X is exactly `{"type": "integer", "minimum": 0, "maximum": 2^53-1}`
+/// (plus annotations): what `parse`'s fast path checks of a `seq` in plain digits.
+fn seq_matches(root: &Value, name: &str) -> bool {
+    let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
+    let Some(seq) = arm_of(root, name).and_then(|arm| arm.pointer("/properties/seq")) else {
+        return false;
+    };
+    let only = |o: &Value, keys: &[&str]| {
+        o.as_object().is_some_and(|o| {
+            o.keys()
+                .all(|k| keys.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str()))
+        })
+    };
+    let Some(def) = seq
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| defs.get(name))
+    else {
+        return false;
+    };
+    only(seq, &["$ref"])
+        && only(def, &["type", "minimum", "maximum"])
+        && def.get("type").and_then(Value::as_str) == Some("integer")
+        && def.get("minimum").and_then(Value::as_u64) == Some(0)
+        && def.get("maximum").and_then(Value::as_u64) == Some(MAX_SEQ)
+}
+
+/// True only if ACK requires exactly `type` and `seq`, has no other property and allows
+/// no other member.
+fn ack_matches(root: &Value) -> bool {
+    let Some(ack) = arm_of(root, "ACK") else {
+        return false;
+    };
+    let mut required: Vec<&str> = ack
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    required.sort_unstable();
+    let properties = ack
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.len());
+    required == ["seq", "type"]
+        && properties == Some(2)
+        && ack.get("additionalProperties") == Some(&Value::Bool(false))
+        && ack.get("type").and_then(Value::as_str) == Some("object")
+}
+
 /// Whether `schema` is `{"$ref": "#/$defs/X"}` where X only requires "an object" (and
 /// perhaps limits its nesting): `Some` of that limit if so.
 fn opaque_object(schema: &Value, defs: &Value) -> Option<Option<usize>> {
@@ -261,6 +334,11 @@ mod tests {
             schemas.fast_path,
             "the shipped schema enables parse's fast path"
         );
+        assert!(
+            schemas.route_seq,
+            "the shipped schema lets a numbered ROUTE take the fast path"
+        );
+        assert!(schemas.ack, "the shipped schema lets ACK take the fast path");
     }
 
     #[test]

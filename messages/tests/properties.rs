@@ -123,7 +123,25 @@ proptest! {
             Just("12".to_owned()),
         ],
         msg in prop_oneof![Just("{}"), Just("{\"a\": [1, {\"b\": null}]}"), Just("[]"), Just("\"{}\""), Just("null")],
-        extra in prop_oneof![Just(""), Just(",\"x\":1"), Just(",\"msg\":{}")],
+        extra in prop_oneof![
+            Just(String::new()),
+            Just(",\"x\":1".to_owned()),
+            Just(",\"msg\":{}".to_owned()),
+            // Version 2's numbered ROUTE (the fast path takes plain digits up to 2^53-1).
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                (0u64..=9_007_199_254_740_991).prop_map(|n| n.to_string()),
+                Just("9007199254740992".to_owned()),
+                Just("18446744073709551616".to_owned()),
+                Just("1.0".to_owned()),
+                Just("1e3".to_owned()),
+                Just("-1".to_owned()),
+                Just("-0".to_owned()),
+                Just("\"7\"".to_owned()),
+                Just("null".to_owned()),
+            ]
+            .prop_map(|seq| format!(",\"seq\":{seq}")),
+        ],
         order in 0..3usize,
     ) {
         // Shapes the fast path must judge exactly as the full schema validation does.
@@ -135,8 +153,36 @@ proptest! {
         let value: Result<Value, _> = serde_json::from_str(&text);
         let schema_accepts = value.as_ref().is_ok_and(|v| REFERENCE.is_valid(v)) && !extra.contains("msg");
         prop_assert_eq!(parsed.is_ok(), schema_accepts, "{} -> {:?}", text, parsed);
-        if let (Ok(Message::Route { msg: got, .. }), Ok(v)) = (&parsed, &value) {
+        if let (Ok(Message::Route { msg: got, seq, .. }), Ok(v)) = (&parsed, &value) {
             prop_assert_eq!(serde_json::from_str::<Value>(got.as_str()).unwrap(), v["msg"].clone());
+            // (`1.0` is an integer to JSON Schema, and to `parse`.)
+            prop_assert_eq!(seq.map(|n| n as f64), v["seq"].as_f64());
+        }
+    }
+
+    #[test]
+    fn near_acks_agree_with_the_schema(
+        seq in prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..=9_007_199_254_740_991).prop_map(|n| n.to_string()),
+            Just("9007199254740992".to_owned()),
+            Just("1.0".to_owned()),
+            Just("-1".to_owned()),
+            Just("\"3\"".to_owned()),
+            Just("[]".to_owned()),
+        ],
+        extra in prop_oneof![Just(""), Just(",\"x\":1"), Just(",\"seq\":2")],
+        swap in any::<bool>(),
+    ) {
+        // The fast path's ACK must be judged exactly as the full schema validation does.
+        let (a, b) = ("\"type\":\"ACK\"".to_owned(), format!("\"seq\":{seq}"));
+        let text = if swap { format!("{{{b},{a}{extra}}}") } else { format!("{{{a},{b}{extra}}}") };
+        let parsed = Message::parse(&text);
+        let value: Result<Value, _> = serde_json::from_str(&text);
+        let schema_accepts = value.as_ref().is_ok_and(|v| REFERENCE.is_valid(v)) && !extra.contains("seq");
+        prop_assert_eq!(parsed.is_ok(), schema_accepts, "{} -> {:?}", text, parsed);
+        if let (Ok(Message::Ack { seq: got }), Ok(v)) = (&parsed, &value) {
+            prop_assert_eq!(Some(*got as f64), v["seq"].as_f64());
         }
     }
 

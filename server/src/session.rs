@@ -299,10 +299,22 @@ pub(crate) enum RouteSeq {
 /// The v1 DELIVER head that [`compendium_messages::Payload::deliver_frame`] writes.
 const DELIVER_HEAD: &str = r#"{"type":"DELIVER","#;
 
-/// `{"type":"DELIVER","seq":N,"msg":…}` from the v1 frame `{"type":"DELIVER","msg":…}`.
-fn numbered_deliver(frame: &str, seq: u64) -> String {
-    let rest = frame.strip_prefix(DELIVER_HEAD).unwrap_or(frame);
-    format!("{DELIVER_HEAD}\"seq\":{seq},{rest}")
+/// `{"type":"DELIVER","seq":N,"msg":…}` from the v1 frame `{"type":"DELIVER","msg":…}`,
+/// in place (`deliver_frame` leaves room for it): no second copy of the message.
+fn numbered_deliver(mut frame: String, seq: u64) -> String {
+    // `"seq":N,` formatted on the stack (at most 27 bytes).
+    let mut buf = [0u8; 32];
+    let room = buf.len();
+    let mut cursor = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("\"seq\":{seq},"));
+    let written = room - cursor.len();
+    let member = std::str::from_utf8(&buf[..written]).unwrap_or_default();
+    if frame.starts_with(DELIVER_HEAD) {
+        frame.insert_str(DELIVER_HEAD.len(), member);
+        frame
+    } else {
+        format!("{DELIVER_HEAD}{member}{frame}")
+    }
 }
 
 impl SessionCell {
@@ -396,7 +408,7 @@ impl SessionCell {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        let frame = numbered_deliver(&frame, seq);
+        let frame = numbered_deliver(frame, seq);
         state.bytes += frame.len();
         state.stream.push_back((seq, Utf8Bytes::from(frame)));
         if let Some(attached) = &state.attached {
@@ -576,7 +588,7 @@ impl SessionCell {
             state.bytes -= held.frame.len();
             let seq = state.next_seq;
             state.next_seq += 1;
-            let frame = numbered_deliver(&held.frame, seq);
+            let frame = numbered_deliver(held.frame, seq);
             state.bytes += frame.len();
             state.stream.push_back((seq, Utf8Bytes::from(frame)));
             settled.extend(held.owed);
