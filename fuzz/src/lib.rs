@@ -10,6 +10,7 @@ pub mod members;
 pub mod message_parse;
 pub mod relay_core;
 pub mod session_file;
+pub mod session_stream;
 
 mod msg;
 

@@ -151,6 +151,252 @@ impl Core {
     }
 }
 
+/// Which secret a RESUME of [`SessionHarness`] presents.
+#[derive(Debug, Clone, Copy)]
+pub enum Presented {
+    /// The one the last INITRESP or RESUMED gave.
+    Current,
+    /// One superseded `back` rotations ago (1 = the one before the current), if any.
+    Old(usize),
+    /// One the session never had.
+    Unknown,
+}
+
+/// What [`SessionHarness::resume`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// The session is the new connection's.
+    Resumed {
+        /// Frames in its stream then (to replay).
+        replayed: usize,
+        /// An attached connection was taken over.
+        took_over: bool,
+        /// Held DELIVERs settled (delivered).
+        settled: usize,
+        /// The highest ROUTE number acted on.
+        routes_accepted: u64,
+    },
+    /// Refused, all reasons alike.
+    Refused,
+    /// A superseded secret: the session is revoked.
+    Stolen {
+        /// Held DELIVERs settled (404).
+        settled: usize,
+    },
+}
+
+/// What a connection of [`SessionHarness`] pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    /// Frames to write, in order.
+    Frames(Vec<String>),
+    /// Another connection resumed the session.
+    TakenOver,
+    /// The session ended.
+    Ended,
+}
+
+/// What the expiry of a detached [`SessionHarness`] did at the current time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expired {
+    /// Not detached (or not this detachment): nothing.
+    Stop,
+    /// Past the grace: ended.
+    Ended {
+        /// Held DELIVERs settled (404).
+        settled: usize,
+    },
+    /// Still in grace.
+    Wait {
+        /// Held DELIVERs whose hold passed, settled (503).
+        refused: usize,
+    },
+}
+
+/// One version 2 session (`session::SessionCell`) driven directly, with connections
+/// that are only numbers and a manual clock: the entry point of the `session_stream`
+/// fuzz target, which checks it against a model of docs/protocol.md section 6.
+pub struct SessionHarness {
+    sessions: Arc<crate::session::Sessions>,
+    cell: Arc<crate::session::SessionCell>,
+    secrets: Vec<compendium_messages::Secret>,
+    next_conn: u64,
+    generation: Option<u64>,
+    now: Instant,
+}
+
+impl SessionHarness {
+    /// A session just INITed on connection 0, keeping at most `max_messages` messages,
+    /// with the grace and the hold window given; no byte bound gets in the way.
+    #[must_use]
+    pub fn new(max_messages: usize, grace: Duration, hold: Duration) -> Self {
+        let sessions = Arc::new(crate::session::Sessions::new(crate::session::Limits {
+            grace,
+            hold,
+            max_messages,
+            max_bytes: usize::MAX / 4,
+            max_detached: 16,
+            max_detached_bytes: usize::MAX / 4,
+            failed_resumes_per_minute: u32::MAX,
+        }));
+        let secret = compendium_messages::Secret::from_bytes([7; 32]);
+        let cell = crate::session::SessionCell::new(
+            Address::from_bits(1),
+            secret.clone(),
+            ConnId(0),
+            tokio::sync::mpsc::channel(1).0,
+            Arc::clone(&sessions),
+        );
+        Self {
+            sessions,
+            cell,
+            secrets: vec![secret],
+            next_conn: 1,
+            generation: None,
+            now: Instant::now(),
+        }
+    }
+
+    /// A DELIVER frame (`{"type":"DELIVER","msg":…}`) routed to the session by a version
+    /// 1 sender: `Ok(true)` in the stream, `Ok(false)` held, `Err` refused (`"full"`,
+    /// `"gone"`, `"away"`).
+    ///
+    /// # Errors
+    /// The refusal, by name.
+    pub fn deliver(&mut self, frame: String) -> Result<bool, &'static str> {
+        match self
+            .cell
+            .push_deliver(frame, crate::session::Hold::ForReply, self.now)
+        {
+            Ok(crate::session::Pushed::Now) => Ok(true),
+            Ok(crate::session::Pushed::Held(_)) => Ok(false),
+            Err(Refusal::Full) => Err("full"),
+            Err(Refusal::Gone) => Err("gone"),
+            Err(Refusal::Away) => Err("away"),
+        }
+    }
+
+    /// An ERR answering the session's ROUTE `route`, into its stream.
+    pub fn err(&mut self, code: u16, route: u64) {
+        self.cell.push_err(code, "refused", route);
+    }
+
+    /// What connection `conn` may write next (at most `max` frames).
+    pub fn pull(&mut self, conn: u64, max: usize) -> Pulled {
+        match self.cell.pull(ConnId(conn), max) {
+            crate::session::Pull::Frames(frames) => {
+                Pulled::Frames(frames.iter().map(|f| f.as_str().to_owned()).collect())
+            }
+            crate::session::Pull::TakenOver => Pulled::TakenOver,
+            crate::session::Pull::Ended => Pulled::Ended,
+        }
+    }
+
+    /// ACK `seq`.
+    ///
+    /// # Errors
+    /// The ERR 400 text for an ACK beyond what was sent.
+    pub fn ack(&mut self, seq: u64) -> Result<(), String> {
+        self.cell.ack(seq)
+    }
+
+    /// A ROUTE numbered `seq` from the session: `"next"`, `"duplicate"` or `"gap"`.
+    pub fn accept_route(&mut self, seq: u64) -> &'static str {
+        match self.cell.accept_route(seq) {
+            crate::session::RouteSeq::Next => "next",
+            crate::session::RouteSeq::Duplicate => "duplicate",
+            crate::session::RouteSeq::Gap { .. } => "gap",
+        }
+    }
+
+    /// Connection `conn` is lost without END: whether the session detached.
+    pub fn detach(&mut self, conn: u64) -> bool {
+        match self.cell.detach(ConnId(conn), self.now) {
+            crate::session::Detach::Detached(generation) => {
+                self.generation = Some(generation);
+                true
+            }
+            crate::session::Detach::Overflow | crate::session::Detach::NotMine => false,
+        }
+    }
+
+    /// A RESUME on a new connection (its number: the next one) with `seq` received.
+    pub fn resume(&mut self, presented: Presented, seq: u64) -> (u64, Resumed) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let secret = match presented {
+            Presented::Current => self.secrets.last().cloned(),
+            Presented::Old(back) => self
+                .secrets
+                .len()
+                .checked_sub(1 + back)
+                .and_then(|i| self.secrets.get(i).cloned()),
+            Presented::Unknown => None,
+        }
+        .unwrap_or_else(|| compendium_messages::Secret::from_bytes([9; 32]));
+        let fresh = compendium_messages::Secret::from_bytes(
+            [u8::try_from(conn % 200).unwrap_or(0) + 10; 32],
+        );
+        let outcome = match self.cell.resume(
+            &secret,
+            seq,
+            ConnId(conn),
+            tokio::sync::mpsc::channel(1).0,
+            fresh.clone(),
+        ) {
+            crate::session::Resume::Resumed {
+                routes_accepted,
+                replayed,
+                took_over,
+                settled,
+                ..
+            } => {
+                self.secrets.push(fresh);
+                self.generation = None;
+                Resumed::Resumed {
+                    replayed,
+                    took_over,
+                    settled: settled.len(),
+                    routes_accepted,
+                }
+            }
+            crate::session::Resume::Refused => Resumed::Refused,
+            crate::session::Resume::Stolen { settled } => Resumed::Stolen {
+                settled: settled.len(),
+            },
+        };
+        (conn, outcome)
+    }
+
+    /// END (or re-INIT): the session is over; how many held DELIVERs were settled (404).
+    pub fn end(&mut self) -> usize {
+        self.cell.end().len()
+    }
+
+    /// Let `by` pass, then run the expiry of the current detachment.
+    pub fn advance(&mut self, by: Duration) -> Expired {
+        self.now += by;
+        let Some(generation) = self.generation else {
+            return Expired::Stop;
+        };
+        match self.cell.expiry(generation, self.now) {
+            crate::session::Expiry::Stop => Expired::Stop,
+            crate::session::Expiry::Expired { settled } => Expired::Ended {
+                settled: settled.len(),
+            },
+            crate::session::Expiry::Wait { refused, .. } => Expired::Wait {
+                refused: refused.len(),
+            },
+        }
+    }
+
+    /// The node's accounting: detached sessions, and the bytes they keep.
+    #[must_use]
+    pub fn accounting(&self) -> (usize, usize) {
+        (self.sessions.detached(), self.sessions.detached_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

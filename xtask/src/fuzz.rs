@@ -34,6 +34,11 @@ const TARGETS: &[Target] = &[
         dictionary: "message.dict",
     },
     Target {
+        name: "session_stream",
+        seeds: &[],
+        dictionary: "message.dict",
+    },
+    Target {
         name: "client_frames",
         seeds: &[],
         dictionary: "message.dict",
