@@ -72,6 +72,8 @@ pub struct Peer {
     ended: Option<String>,
     /// The relay's close frame, kept until the end of the connection is seen.
     close: Option<String>,
+    /// The relay selected protocol version 2 (`compendium.v2`).
+    v2: bool,
 }
 
 impl Peer {
@@ -85,6 +87,7 @@ impl Peer {
             ws,
             ended: None,
             close: None,
+            v2: false,
         })
     }
 
@@ -99,6 +102,7 @@ impl Peer {
                 ws,
                 ended: None,
                 close: None,
+                v2: true,
             })),
             Err(compendium_client::Error::Connect(err)) if err.is_version_refused() => Ok(None),
             Err(err) => Err(err.to_string()),
@@ -205,6 +209,12 @@ impl Peer {
             .unwrap_or_else(|| format!("the connection ended without a close frame ({how})"));
         self.ended = Some(ended);
         Received::Ended(how)
+    }
+
+    /// Whether the relay selected protocol version 2 on this connection.
+    #[must_use]
+    pub fn is_v2(&self) -> bool {
+        self.v2
     }
 
     /// How the connection ended (or is ending: the relay's close frame has arrived), if it

@@ -50,10 +50,13 @@ pub struct Recorder {
 
 #[derive(Default)]
 struct Log {
-    actors: Vec<(String, String)>,
+    /// Each actor's request path, and whether it speaks protocol version 2.
+    actors: Vec<(String, String, bool)>,
     steps: Vec<Value>,
-    /// address → placeholder name
+    /// address (or version 2 resume secret) → placeholder name
     names: HashMap<String, String>,
+    /// Secrets each address has been given (version 2), to name the next one.
+    secrets: HashMap<String, usize>,
     /// actor → how many addresses it has been assigned
     inits: HashMap<String, usize>,
     fresh: usize,
@@ -122,15 +125,15 @@ impl Recorder {
         let actors: serde_json::Map<String, Value> = log
             .actors
             .iter()
-            .map(|(name, path)| {
-                (
-                    name.clone(),
-                    if path == "/" {
-                        json!({})
-                    } else {
-                        json!({ "path": path })
-                    },
-                )
+            .map(|(name, path, v2)| {
+                let mut actor = serde_json::Map::new();
+                if path != "/" {
+                    actor.insert("path".into(), json!(path));
+                }
+                if *v2 {
+                    actor.insert("subprotocol".into(), json!(SUBPROTOCOL_V2));
+                }
+                (name.clone(), Value::Object(actor))
             })
             .collect();
         let rule = labels.id.split('/').next().unwrap_or("0.0").to_owned();
@@ -156,6 +159,9 @@ fn actor_name(index: usize) -> String {
     }
 }
 
+/// The subprotocol of protocol version 2 (docs/protocol.md rule 6.1).
+const SUBPROTOCOL_V2: &str = compendium_messages::SUBPROTOCOL_V2;
+
 /// Proxy one connection as `actor`; it joins the session's actors once both sides are up.
 async fn proxy(
     tcp: tokio::net::TcpStream,
@@ -165,23 +171,59 @@ async fn proxy(
     log: &Mutex<Log>,
 ) -> Result<(), String> {
     let mut path = String::from("/");
+    let mut v2 = false;
     // The callback's signature is tungstenite's; the large error type is theirs.
     #[allow(clippy::result_large_err)]
-    let capture_path = |request: &Request, response: Response| {
+    let capture_path = |request: &Request, mut response: Response| {
         path = request
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), ToString::to_string);
+        // A client offering version 2 gets it here, and the upstream is asked for it; if
+        // the upstream does not speak it, the client's connection is closed (1011) and
+        // nothing is recorded for it: the handshake is answered before the upstream is.
+        v2 = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == SUBPROTOCOL_V2);
+        if v2 {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL_V2),
+            );
+        }
         Ok(response)
     };
-    let downstream = tokio_tungstenite::accept_hdr_async(tcp, capture_path)
+    let mut downstream = tokio_tungstenite::accept_hdr_async(tcp, capture_path)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let upstream_socket = client
-        .connect_raw(&format!("{upstream}{path}"))
-        .await
-        .map_err(|e| format!("upstream: {e}"))?;
-    lock(log).actors.push((actor.clone(), path));
+    let url = format!("{upstream}{path}");
+    let connected = if v2 {
+        client.connect_raw_v2(&url).await
+    } else {
+        client.connect_raw(&url).await
+    };
+    let upstream_socket = match connected {
+        Ok(socket) => socket,
+        Err(err) => {
+            let reason = if v2 {
+                "the recorder's upstream does not speak compendium.v2"
+            } else {
+                "the recorder could not reach its upstream"
+            };
+            let _ = downstream
+                .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                    code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Error,
+                    reason: reason.into(),
+                }))
+                .await;
+            return Err(format!("upstream: {err}"));
+        }
+    };
+    lock(log).actors.push((actor.clone(), path, v2));
     let (mut down_tx, mut down_rx) = downstream.split();
     let (mut up_tx, mut up_rx) = upstream_socket.split();
     loop {
@@ -241,10 +283,17 @@ fn record_sent(log: &Mutex<Log>, actor: &str, frame: &Frame) {
     log.steps.push(step);
 }
 
-/// Replace every address in a client's frame by its placeholder (unknown ones: $NEWn).
+/// Replace every address in a client's frame by its placeholder (unknown ones: $NEWn),
+/// and every resume secret the relay gave (version 2) by its own; an unknown secret stays
+/// as it is (replayed, it is as wrong as it was).
 fn placeholders_for_sent(log: &mut Log, text: &str) -> String {
     let mut out = text.to_owned();
-    for candidate in hex_runs(text) {
+    for candidate in hex_runs(text, 64) {
+        if let Some(name) = log.names.get(&candidate) {
+            out = out.replace(&candidate, &format!("${name}"));
+        }
+    }
+    for candidate in hex_runs(&out, 32) {
         let name = match log.names.get(&candidate) {
             Some(name) => name.clone(),
             None => {
@@ -259,8 +308,9 @@ fn placeholders_for_sent(log: &mut Log, text: &str) -> String {
     out
 }
 
-/// 32-character lowercase-hex runs: what addresses look like.
-fn hex_runs(text: &str) -> Vec<String> {
+/// Lowercase-hex runs of exactly `len` characters: 32 is what addresses look like, 64
+/// resume secrets.
+fn hex_runs(text: &str, len: usize) -> Vec<String> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut start = None;
@@ -269,7 +319,7 @@ fn hex_runs(text: &str) -> Vec<String> {
         match (hex, start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
-                if i - s == 32 {
+                if i - s == len {
                     found.push(text[s..i].to_owned());
                 }
                 start = None;
@@ -280,11 +330,30 @@ fn hex_runs(text: &str) -> Vec<String> {
     found
 }
 
+/// A placeholder name for the resume secret `secret` the relay gave `address`: `S` and
+/// the address's name, then a number for each later one (`SA`, `SA_2`, …).
+fn name_secret(log: &mut Log, address: &str, secret: &str) -> String {
+    let base = log.names.get(address).cloned().unwrap_or_default();
+    let count = log.secrets.entry(address.to_owned()).or_default();
+    *count += 1;
+    let name = if *count == 1 {
+        format!("S{base}")
+    } else {
+        format!("S{base}_{count}")
+    };
+    log.names.insert(secret.to_owned(), name.clone());
+    name
+}
+
 fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
     let mut log = lock(log);
     let (matcher, should) = match frame {
         Frame::Text(text) => match Message::parse(text.as_str()) {
-            Ok(Message::Initresp { ephe_wss_addr, .. }) => {
+            Ok(Message::Initresp {
+                ephe_wss_addr,
+                secret,
+                ..
+            }) => {
                 let count = log.inits.entry(actor.to_owned()).or_default();
                 *count += 1;
                 let name = if *count == 1 {
@@ -292,23 +361,72 @@ fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
                 } else {
                     format!("{actor}{count}")
                 };
-                log.names.insert(ephe_wss_addr.to_string(), name.clone());
+                let address = ephe_wss_addr.to_string();
+                log.names.insert(address.clone(), name.clone());
+                match secret {
+                    // Version 2: the secret becomes a placeholder too; the grace is the
+                    // relay's setting, not recorded.
+                    Some(secret) => {
+                        let secret_name = name_secret(&mut log, &address, &secret.expose_hex());
+                        (
+                            json!({"type": "INITRESP", "fields": {
+                                "EpheWssAddr": format!("${name}"),
+                                "secret": format!("${secret_name}"),
+                            }}),
+                            None,
+                        )
+                    }
+                    None => (
+                        json!({"json": {"type": "INITRESP", "EpheWssAddr": format!("${name}")}}),
+                        None,
+                    ),
+                }
+            }
+            Ok(Message::Resumed {
+                ephe_wss_addr,
+                secret,
+                seq,
+                ..
+            }) => {
+                let address = ephe_wss_addr.to_string();
+                let name = log.names.get(&address).cloned().unwrap_or_default();
+                let secret_name = name_secret(&mut log, &address, &secret.expose_hex());
                 (
-                    json!({"json": {"type": "INITRESP", "EpheWssAddr": format!("${name}")}}),
+                    json!({"type": "RESUMED", "fields": {
+                        "EpheWssAddr": format!("${name}"),
+                        "secret": format!("${secret_name}"),
+                        "seq": seq,
+                    }}),
                     None,
                 )
             }
+            // When ROUTEACKs come is the relay's choice (rule 6.5); replay skips them.
+            Ok(Message::Routeack { .. }) => return,
             Ok(Message::Err {
-                err_code, err_msg, ..
-            }) => (
-                json!({"type": "ERR", "fields": {"errCode": err_code}}),
-                Some(json!({"fields": {"errMsg": err_msg}})),
-            ),
-            Ok(Message::Deliver { msg, .. }) => {
+                err_code,
+                err_msg,
+                route,
+                seq,
+            }) => {
+                let mut fields = json!({"errCode": err_code});
+                if let (Some(route), Some(seq)) = (route, seq) {
+                    fields["route"] = json!(route);
+                    fields["seq"] = json!(seq);
+                }
+                (
+                    json!({"type": "ERR", "fields": fields}),
+                    Some(json!({"fields": {"errMsg": err_msg}})),
+                )
+            }
+            Ok(Message::Deliver { msg, seq }) => {
                 let raw = placeholders_for_sent(&mut log, msg.as_str());
                 let value: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                let mut deliver = json!({"type": "DELIVER", "msg": value});
+                if let Some(seq) = seq {
+                    deliver["seq"] = json!(seq);
+                }
                 (
-                    json!({"json": {"type": "DELIVER", "msg": value}}),
+                    json!({"json": deliver}),
                     Some(json!({"raw_members": {"msg": raw}})),
                 )
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compendium_client::ClientBuilder;
+use compendium_messages::Message;
 
 use crate::bindings::Bindings;
 use crate::case::{Body, Case, Ctx, Outcome};
@@ -171,9 +172,27 @@ pub async fn run_session(session: &Session, options: &RunOptions) -> (Outcome, C
         let path = actor.path.as_deref().map_or("/", |p| p.as_str());
         let node = &options.urls[index % options.urls.len().max(1)];
         let url = format!("{}{}", node.trim_end_matches('/'), path);
-        match Peer::connect(&url, &options.dialer()).await {
-            Ok(peer) => {
+        let connected = match actor.subprotocol {
+            None => Peer::connect(&url, &options.dialer()).await.map(Some),
+            Some(crate::session::ActorSubprotocol::CompendiumV2) => {
+                Peer::connect_v2(&url, &options.dialer()).await
+            }
+        };
+        match connected {
+            Ok(Some(peer)) => {
                 peers.insert(name.to_owned(), peer);
+            }
+            Ok(None) => {
+                return (
+                    Outcome::with(
+                        Verdict::Unsupported,
+                        format!(
+                            "actor {name}: the relay selected no subprotocol when offered \
+                             compendium.v2: it does not speak version 2"
+                        ),
+                    ),
+                    CloseVerdict::NotApplicable,
+                );
             }
             Err(err) => {
                 return (
@@ -365,7 +384,9 @@ impl Play<'_> {
     }
 }
 
-/// The next frame, skipping pongs unless a pong is what is expected.
+/// The next frame, skipping pongs unless a pong is what is expected, and on a version 2
+/// connection ROUTEACKs: when they come is the relay's choice (rule 6.5: batched), so a
+/// session cannot script them.
 async fn next_relevant(
     peer: &mut Peer,
     kind: MatcherFrame,
@@ -374,6 +395,13 @@ async fn next_relevant(
     loop {
         let frame = peer.next(within).await?;
         if matches!(frame, Received::Pong(_)) && kind != MatcherFrame::Pong {
+            continue;
+        }
+        if peer.is_v2()
+            && let Received::Text(text) = &frame
+            && text.starts_with(r#"{"type":"ROUTEACK""#)
+            && matches!(Message::parse(text), Ok(Message::Routeack { .. }))
+        {
             continue;
         }
         return Ok(frame);

@@ -88,3 +88,114 @@ async fn a_recorded_session_replays_as_a_passing_case() {
     let result = run_case(&Case::from_session(session), &RunOptions::new(&fresh)).await;
     assert_eq!(result.verdict, Verdict::Pass, "{:?}\n{text}", result.detail);
 }
+
+/// Version 2 through the recorder: the handshake's subprotocol is passed on and recorded,
+/// resume secrets become placeholders like addresses, ROUTEACKs (whose timing is the
+/// relay's) are left out; the recording replays as a passing case against a fresh relay,
+/// and as UNSUPPORTED against one that does not speak version 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_version_2_session_replays_with_its_secrets_as_placeholders() {
+    use compendium_conformance::peer::{Peer, Received};
+    use compendium_messages::Message;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(5);
+
+    let upstream = support::our_relay(Config::ephemeral()).await;
+    let recorder = Recorder::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        &upstream,
+        ClientBuilder::default(),
+    )
+    .await
+    .expect("bind");
+    let proxy = format!("ws://{}", recorder.local_addr().expect("addr"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let labels = Labels {
+        id: "6.3/90".into(),
+        description: "recorded resume after a lost connection".into(),
+    };
+    let recording = tokio::spawn(recorder.run(
+        async {
+            let _ = stopped.await;
+        },
+        labels,
+    ));
+    let text_of = |frame: Received| match frame {
+        Received::Text(text) => text,
+        other => panic!("expected a text frame, got {other}"),
+    };
+    let options = ClientBuilder::default();
+    let mut phone = Peer::connect_v2(&proxy, &options)
+        .await
+        .expect("connect")
+        .expect("version 2 through the recorder");
+    let mut pc = Peer::connect(&proxy, &options).await.expect("connect");
+    phone
+        .send_text(r#"{"type":"INIT"}"#.into())
+        .await
+        .expect("INIT");
+    let Ok(Message::Initresp {
+        ephe_wss_addr,
+        secret: Some(secret),
+        ..
+    }) = Message::parse(&text_of(phone.next(WAIT).await.expect("INITRESP")))
+    else {
+        panic!("a version 2 INITRESP");
+    };
+    let route =
+        |n: u32| format!(r#"{{"type":"ROUTE","EpheWssAddr":"{ephe_wss_addr}","msg":{{"n":{n}}}}}"#);
+    pc.send_text(route(1)).await.expect("route");
+    let first = text_of(phone.next(WAIT).await.expect("DELIVER"));
+    assert!(first.contains(r#""seq":1"#), "{first}");
+    phone.drop_abruptly();
+    pc.send_text(route(2)).await.expect("route");
+    let mut back = Peer::connect_v2(&proxy, &options)
+        .await
+        .expect("connect")
+        .expect("version 2");
+    back.send_text(format!(
+        r#"{{"type":"RESUME","EpheWssAddr":"{ephe_wss_addr}","secret":"{}","seq":0}}"#,
+        secret.expose_hex()
+    ))
+    .await
+    .expect("RESUME");
+    let resumed = text_of(back.next(WAIT).await.expect("RESUMED"));
+    assert!(resumed.starts_with(r#"{"type":"RESUMED""#), "{resumed}");
+    for n in 1..=2 {
+        let replayed = text_of(back.next(WAIT).await.expect("replay"));
+        assert!(replayed.contains(&format!(r#""n":{n}"#)), "{replayed}");
+    }
+    back.send_text(r#"{"type":"END"}"#.into())
+        .await
+        .expect("END");
+    assert_eq!(
+        back.wait_for_end(WAIT).await.expect("closed").map(|c| c.0),
+        Some(1000)
+    );
+    // (The recorder ends a proxied connection as soon as it forwards a close frame.)
+    let _ = pc.close(WAIT).await;
+
+    let _ = stop.send(());
+    let recorded = recording.await.expect("recorder");
+    let text = serde_json::to_string_pretty(&recorded).expect("json");
+    let session = session::parse("recorded.json", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(session.actors.len(), 3);
+    assert!(text.contains(r#""subprotocol": "compendium.v2""#), "{text}");
+    for placeholder in ["\"$SA\"", "\"$SA_2\""] {
+        assert!(text.contains(placeholder), "{placeholder} missing:\n{text}");
+    }
+    assert!(
+        !text.contains(&secret.expose_hex()),
+        "secrets must become placeholders:\n{text}"
+    );
+
+    let case = Case::from_session(session);
+    let fresh = support::our_relay(Config::ephemeral()).await;
+    let result = run_case(&case, &RunOptions::new(&fresh)).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{:?}\n{text}", result.detail);
+    let mut v1_only = Config::ephemeral();
+    v1_only.sessions.grace = Duration::ZERO;
+    let v1 = support::our_relay(v1_only).await;
+    let result = run_case(&case, &RunOptions::new(&v1)).await;
+    assert_eq!(result.verdict, Verdict::Unsupported, "{:?}", result.detail);
+}

@@ -35,8 +35,9 @@ enum Step {
     Err { code: u16, route: u16 },
     /// Connection number `conn` % (connections so far + 1) pulls at most 1 + `max` % 4.
     Pull { conn: u8, max: u8 },
-    /// ACK of `seq` % (next number + 2): sometimes beyond what was sent.
-    Ack(u16),
+    /// ACK of `seq` % (next number + 2) (sometimes beyond what was sent) from
+    /// connection number `conn` % (connections so far + 1).
+    Ack { conn: u8, seq: u16 },
     Route(u8),
     Detach { conn: u8 },
     /// 0: the current secret; 1..=6: one superseded that many times ago; 7: unknown.
@@ -215,10 +216,14 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
             }
             model.written += frames.len() as u64;
         }
-        Step::Ack(seq) => {
+        Step::Ack { conn, seq } => {
+            let conn = u64::from(conn) % (model.connections + 1);
             let seq = u64::from(seq) % (model.next_seq + 2);
-            let got = real.ack(seq);
-            if seq >= model.next_seq {
+            let got = real.ack(conn, seq);
+            if model.attached != Some(conn) {
+                // Not the session's connection: ignored (a taken-over or detached one).
+                assert_eq!(got, Ok(()), "ACK {seq} from connection {conn}, not attached");
+            } else if seq >= model.next_seq {
                 assert!(got.is_err(), "ACK {seq} beyond {} accepted", model.next_seq - 1);
             } else {
                 assert_eq!(got, Ok(()), "ACK {seq}");

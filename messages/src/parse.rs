@@ -129,10 +129,7 @@ fn plain_seq(digits: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits
-        .parse()
-        .ok()
-        .filter(|n| *n <= crate::schema::MAX_SEQ)
+    digits.parse().ok().filter(|n| *n <= crate::schema::MAX_SEQ)
 }
 
 /// A ROUTE's `EpheWssAddr` and `msg`, if plain: a string of 32 lowercase hex characters

@@ -223,7 +223,9 @@ pub(crate) const MAX_SEQ: u64 = (1 << 53) - 1;
 /// The `oneOf` arm of message type `name`.
 fn arm_of<'a>(root: &'a Value, name: &str) -> Option<&'a Value> {
     root.get("oneOf")?.as_array()?.iter().find(|arm| {
-        arm.pointer("/properties/type/const").and_then(Value::as_str) == Some(name)
+        arm.pointer("/properties/type/const")
+            .and_then(Value::as_str)
+            == Some(name)
     })
 }
 
@@ -338,7 +340,10 @@ mod tests {
             schemas.route_seq,
             "the shipped schema lets a numbered ROUTE take the fast path"
         );
-        assert!(schemas.ack, "the shipped schema lets ACK take the fast path");
+        assert!(
+            schemas.ack,
+            "the shipped schema lets ACK take the fast path"
+        );
     }
 
     #[test]

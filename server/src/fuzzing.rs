@@ -292,12 +292,12 @@ impl SessionHarness {
         }
     }
 
-    /// ACK `seq`.
+    /// ACK `seq` from connection `conn`.
     ///
     /// # Errors
     /// The ERR 400 text for an ACK beyond what was sent.
-    pub fn ack(&mut self, seq: u64) -> Result<(), String> {
-        self.cell.ack(seq)
+    pub fn ack(&mut self, conn: u64, seq: u64) -> Result<(), String> {
+        self.cell.ack(ConnId(conn), seq)
     }
 
     /// A ROUTE numbered `seq` from the session: `"next"`, `"duplicate"` or `"gap"`.
@@ -334,9 +334,10 @@ impl SessionHarness {
             Presented::Unknown => None,
         }
         .unwrap_or_else(|| compendium_messages::Secret::from_bytes([9; 32]));
-        let fresh = compendium_messages::Secret::from_bytes(
-            [u8::try_from(conn % 200).unwrap_or(0) + 10; 32],
-        );
+        // Distinct for every connection (and from the unknown one above).
+        let mut bytes = [10u8; 32];
+        bytes[..8].copy_from_slice(&conn.to_le_bytes());
+        let fresh = compendium_messages::Secret::from_bytes(bytes);
         let outcome = match self.cell.resume(
             &secret,
             seq,

@@ -425,13 +425,7 @@ impl<M: Mailbox + Clone> Relay<M> {
                     codes::INVALID_MESSAGE,
                     "ACK before INIT or RESUME: there is nothing to acknowledge",
                 ),
-                // Taken over: the successor's RESUME said what arrived. (Forgetting
-                // frames of a session detached meanwhile would also skew the node's
-                // count of detached bytes.)
-                Some(cell) if !cell.is_attached_to(session.conn) => {
-                    Outcome::Streamed { code: None }
-                }
-                Some(cell) => match cell.ack(seq) {
+                Some(cell) => match cell.ack(session.conn, seq) {
                     Ok(()) => Outcome::Streamed { code: None },
                     Err(text) => Outcome::error(codes::INVALID_MESSAGE, text),
                 },

@@ -487,12 +487,18 @@ impl SessionCell {
         Pull::Frames(frames)
     }
 
-    /// ACK `seq`: the client has everything up to it (rule 6.4).
+    /// ACK `seq` from connection `conn`: the client has everything up to it (rule 6.4).
+    /// Ignored unless `conn` is attached: a connection taken over speaks for nobody (its
+    /// successor's RESUME said what arrived), and forgetting frames of a detached session
+    /// would skew the node's count of detached bytes.
     ///
     /// # Errors
     /// The text of the ERR 400 when `seq` is beyond what was sent.
-    pub(crate) fn ack(&self, seq: u64) -> Result<(), String> {
+    pub(crate) fn ack(&self, conn: ConnId, seq: u64) -> Result<(), String> {
         let mut state = self.state();
+        if !state.attached.as_ref().is_some_and(|a| a.conn == conn) {
+            return Ok(());
+        }
         if seq >= state.next_seq {
             return Err(format!(
                 "/seq: {seq} acknowledges more than was sent; the last message sent is {}",
@@ -947,12 +953,38 @@ mod tests {
             cell.push_deliver(frame(9), Hold::ForReply, Instant::now()),
             Err(Refusal::Full)
         ));
-        cell.ack(2).unwrap_or_else(|e| panic!("{e}"));
+        cell.ack(ConnId(1), 2).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             cell.push_deliver(frame(9), Hold::ForReply, Instant::now())
                 .is_ok()
         );
-        assert!(cell.ack(99).is_err());
+        assert!(cell.ack(ConnId(1), 99).is_err());
+    }
+
+    /// Found by the `session_stream` fuzz target: an ACK reaching a detached session
+    /// (from a connection taken over, say) forgot frames without the node's count of
+    /// detached bytes knowing, which then never came back to zero.
+    #[test]
+    fn only_the_attached_connection_acknowledges() {
+        let (cell, _rx, _) = cell();
+        for n in 0..3 {
+            assert!(
+                cell.push_deliver(frame(n), Hold::ForReply, Instant::now())
+                    .is_ok()
+            );
+        }
+        assert!(matches!(
+            cell.detach(ConnId(1), Instant::now()),
+            Detach::Detached(_)
+        ));
+        assert!(cell.sessions.detached_bytes() > 0);
+        assert_eq!(cell.ack(ConnId(1), 3), Ok(()), "ignored, not refused");
+        assert_eq!(cell.ack(ConnId(7), 3), Ok(()));
+        let _ = cell.end();
+        assert_eq!(
+            (cell.sessions.detached(), cell.sessions.detached_bytes()),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub struct Actor {
     ///Request path and query of the WebSocket handshake (default "/").
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub path: ::std::option::Option<ActorPath>,
+    ///The WebSocket subprotocol the actor offers in its handshake: "compendium.v2" for protocol version 2 (docs/protocol.md section 6). A relay that selects none makes the case UNSUPPORTED: it does not speak version 2. The actor's ROUTEACKs are skipped: when they come is the relay's choice (rule 6.5).
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub subprotocol: ::std::option::Option<ActorSubprotocol>,
 }
 
 ///Request path and query of the WebSocket handshake (default "/").
@@ -70,6 +73,62 @@ impl<'de> ::serde::Deserialize<'de> for ActorPath {
             .map_err(|e: self::error::ConversionError| {
                 <D::Error as ::serde::de::Error>::custom(e.to_string())
             })
+    }
+}
+
+///The WebSocket subprotocol the actor offers in its handshake: "compendium.v2" for protocol version 2 (docs/protocol.md section 6). A relay that selects none makes the case UNSUPPORTED: it does not speak version 2. The actor's ROUTEACKs are skipped: when they come is the relay's choice (rule 6.5).
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum ActorSubprotocol {
+    #[serde(rename = "compendium.v2")]
+    CompendiumV2,
+}
+
+impl ::std::fmt::Display for ActorSubprotocol {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::CompendiumV2 => f.write_str("compendium.v2"),
+        }
+    }
+}
+
+impl ::std::str::FromStr for ActorSubprotocol {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "compendium.v2" => Ok(Self::CompendiumV2),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+
+impl ::std::convert::TryFrom<&str> for ActorSubprotocol {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+
+impl ::std::convert::TryFrom<::std::string::String> for ActorSubprotocol {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
     }
 }
 
@@ -264,6 +323,16 @@ pub enum MatcherType {
     Deliver,
     #[serde(rename = "ERR")]
     Err,
+    #[serde(rename = "RESUME")]
+    Resume,
+    #[serde(rename = "RESUMED")]
+    Resumed,
+    #[serde(rename = "ACK")]
+    Ack,
+    #[serde(rename = "ROUTEACK")]
+    Routeack,
+    #[serde(rename = "END")]
+    End,
 }
 
 impl ::std::fmt::Display for MatcherType {
@@ -274,6 +343,11 @@ impl ::std::fmt::Display for MatcherType {
             Self::Route => f.write_str("ROUTE"),
             Self::Deliver => f.write_str("DELIVER"),
             Self::Err => f.write_str("ERR"),
+            Self::Resume => f.write_str("RESUME"),
+            Self::Resumed => f.write_str("RESUMED"),
+            Self::Ack => f.write_str("ACK"),
+            Self::Routeack => f.write_str("ROUTEACK"),
+            Self::End => f.write_str("END"),
         }
     }
 }
@@ -289,6 +363,11 @@ impl ::std::str::FromStr for MatcherType {
             "ROUTE" => Ok(Self::Route),
             "DELIVER" => Ok(Self::Deliver),
             "ERR" => Ok(Self::Err),
+            "RESUME" => Ok(Self::Resume),
+            "RESUMED" => Ok(Self::Resumed),
+            "ACK" => Ok(Self::Ack),
+            "ROUTEACK" => Ok(Self::Routeack),
+            "END" => Ok(Self::End),
             _ => Err("invalid value".into()),
         }
     }

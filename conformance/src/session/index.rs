@@ -32,4 +32,5 @@ pub(crate) const SESSIONS: &[(&str, &str)] = &[
     ("028-release-on-tcp-drop.json", include_str!("../../sessions/028-release-on-tcp-drop.json")),
     ("029-msg-nested-100-levels.json", include_str!("../../sessions/029-msg-nested-100-levels.json")),
     ("030-msg-nested-101-levels.json", include_str!("../../sessions/030-msg-nested-101-levels.json")),
+    ("031-v2-resume-replays.json", include_str!("../../sessions/031-v2-resume-replays.json")),
 ];

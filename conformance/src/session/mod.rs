@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::LazyLock;
 
-pub use generated::{Actor, Level, Matcher, MatcherFrame, MatcherType, Millis, Session, Step};
+pub use generated::{
+    Actor, ActorSubprotocol, Level, Matcher, MatcherFrame, MatcherType, Millis, Session, Step,
+};
 use serde_json::Value;
 
 /// The session schema (`conformance/session.schema.json`).
