@@ -259,7 +259,8 @@ where
             verdict = head_verdict(&mut replies, false), if waiting => {
                 let route = pop_route(&mut replies);
                 let stream = route.zip(session.cell().map(Arc::as_ref));
-                if let Err(err) = answer_verdict(&mut ws, &shared, verdict, stream, &mut replies).await {
+                // Boxed: only ROUTEs to other nodes or held ones wait here; the common path stays small.
+                if let Err(err) = Box::pin(answer_verdict(&mut ws, &shared, verdict, stream, &mut replies)).await {
                     break Exit::of(&err);
                 }
             }
@@ -354,13 +355,16 @@ where
     {
         // END (rule 6.7): what the session accepted before it goes out before the close.
         let cell = Arc::clone(cell);
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        // Boxed, like `finish` below: futures awaited once per connection, at its end,
+        // need not make every idle connection's task bigger (rule 6 costs a v1
+        // connection nothing).
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
             while let Ok(None) = pull_and_write(&mut ws, &cell, conn, &shared).await {
                 if cell.is_drained_for(conn) {
                     break;
                 }
             }
-        })
+        }))
         .await;
     }
     if attached {
@@ -388,10 +392,10 @@ where
     } else {
         CLOSE_GRACE
     };
-    let _ = tokio::time::timeout(
+    let _ = Box::pin(tokio::time::timeout(
         grace,
         finish(&mut ws, &mut rx, &mut replies, exit, &queued_bytes, &shared),
-    )
+    ))
     .await;
     metrics.connections_open.dec();
     metrics
