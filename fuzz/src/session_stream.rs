@@ -32,16 +32,30 @@ struct Script {
 #[derive(Arbitrary, Debug)]
 enum Step {
     Deliver,
-    Err { code: u16, route: u16 },
+    Err {
+        code: u16,
+        route: u16,
+    },
     /// Connection number `conn` % (connections so far + 1) pulls at most 1 + `max` % 4.
-    Pull { conn: u8, max: u8 },
+    Pull {
+        conn: u8,
+        max: u8,
+    },
     /// ACK of `seq` % (next number + 2) (sometimes beyond what was sent) from
     /// connection number `conn` % (connections so far + 1).
-    Ack { conn: u8, seq: u16 },
+    Ack {
+        conn: u8,
+        seq: u16,
+    },
     Route(u8),
-    Detach { conn: u8 },
+    Detach {
+        conn: u8,
+    },
     /// 0: the current secret; 1..=6: one superseded that many times ago; 7: unknown.
-    Resume { secret: u8, seq: u16 },
+    Resume {
+        secret: u8,
+        seq: u16,
+    },
     End,
     Advance(u8),
 }
@@ -99,7 +113,11 @@ fn check_frame(frame: &str, seq: u64, item: &Item) {
     match (Message::parse(frame), item) {
         (Ok(Message::Deliver { seq: Some(s), msg }), Item::Deliver(k)) => {
             assert_eq!(s, seq, "DELIVER numbered {s}, expected {seq}: {frame}");
-            assert_eq!(msg.as_str(), format!(r#"{{"k":{k}}}"#), "msg changed: {frame}");
+            assert_eq!(
+                msg.as_str(),
+                format!(r#"{{"k":{k}}}"#),
+                "msg changed: {frame}"
+            );
         }
         (
             Ok(Message::Err {
@@ -110,7 +128,11 @@ fn check_frame(frame: &str, seq: u64, item: &Item) {
             }),
             Item::Err { code, route },
         ) => {
-            assert_eq!((s, err_code, r), (seq, *code, *route), "ERR mismatch: {frame}");
+            assert_eq!(
+                (s, err_code, r),
+                (seq, *code, *route),
+                "ERR mismatch: {frame}"
+            );
         }
         (parsed, _) => panic!("pulled {frame} ({parsed:?}), expected {item:?} numbered {seq}"),
     }
@@ -153,7 +175,10 @@ pub fn run(data: &[u8]) {
                 "after {step:?}: the node still counts this session as detached"
             );
         } else {
-            assert_eq!(detached, 1, "after {step:?}: a detached session not counted");
+            assert_eq!(
+                detached, 1,
+                "after {step:?}: a detached session not counted"
+            );
         }
     }
 }
@@ -181,7 +206,9 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
         Step::Err { code, route } => {
             let (code, route) = (400 + code % 200, u64::from(route));
             if !model.ended {
-                model.stream.push_back((model.next_seq, Item::Err { code, route }));
+                model
+                    .stream
+                    .push_back((model.next_seq, Item::Err { code, route }));
                 model.next_seq += 1;
             }
             real.err(code, route);
@@ -210,7 +237,11 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
                 .take(max)
                 .cloned()
                 .collect();
-            assert_eq!(frames.len(), due.len(), "pulled {frames:?}, expected {due:?}");
+            assert_eq!(
+                frames.len(),
+                due.len(),
+                "pulled {frames:?}, expected {due:?}"
+            );
             for (frame, (seq, item)) in frames.iter().zip(&due) {
                 check_frame(frame, *seq, item);
             }
@@ -222,9 +253,17 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
             let got = real.ack(conn, seq);
             if model.attached != Some(conn) {
                 // Not the session's connection: ignored (a taken-over or detached one).
-                assert_eq!(got, Ok(()), "ACK {seq} from connection {conn}, not attached");
+                assert_eq!(
+                    got,
+                    Ok(()),
+                    "ACK {seq} from connection {conn}, not attached"
+                );
             } else if seq >= model.next_seq {
-                assert!(got.is_err(), "ACK {seq} beyond {} accepted", model.next_seq - 1);
+                assert!(
+                    got.is_err(),
+                    "ACK {seq} beyond {} accepted",
+                    model.next_seq - 1
+                );
             } else {
                 assert_eq!(got, Ok(()), "ACK {seq}");
                 model.forget_upto(seq);
@@ -291,7 +330,10 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
                     }
                 }
             };
-            assert_eq!(got, want, "RESUME ({presented:?}, seq {seq}) on connection {conn}");
+            assert_eq!(
+                got, want,
+                "RESUME ({presented:?}, seq {seq}) on connection {conn}"
+            );
         }
         Step::End => {
             let want = if model.ended {

@@ -112,7 +112,21 @@ async fn round(
             .map_err(|e| format!("send: {e}"))?;
     }
     pc.flush().await.map_err(|e| format!("send: {e}"))?;
-    delivers(&mut phone, buffered).await?;
+    if let Err(err) = delivers(&mut phone, buffered).await {
+        // Most likely the relay refused part of the buffer: say so, with its words.
+        return Err(
+            match tokio::time::timeout(Duration::from_millis(200), next_text(&mut pc, "ERR")).await
+            {
+                Ok(Ok(refusal)) => format!(
+                    "the relay refused part of the {buffered} messages (its answer to the \
+                 sender: {}); its session buffer is smaller (compendium-server: \
+                 --resume-buffer, --resume-buffer-bytes)",
+                    crate::peer::clip(&refusal)
+                ),
+                _ => err,
+            },
+        );
+    }
     phone.get_ref().reset_on_drop();
     drop(phone);
 
