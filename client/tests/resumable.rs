@@ -181,7 +181,8 @@ fn the_blocking_client_resumes_too() {
     phone.close().expect("close");
 }
 
-/// A flaky network, both ways at once: both clients behind the same link, messages
+/// A slow, flaky network, both ways at once: both clients behind the same link, which
+/// delays every chunk by up to 3 ms at random (a jittery mobile link), messages
 /// flowing continuously in both directions, and the link cut five times while they flow —
 /// three TCP resets and two half-open stalls (noticed by keepalive, taken over) — each
 /// cut triggered by the phone's progress, not by a timer. Every message arrives exactly
@@ -195,6 +196,7 @@ async fn messages_flow_both_ways_across_repeated_resets_and_stalls() {
     const STEP: usize = 50;
     let (url, _relay) = relay(Config::ephemeral()).await;
     let link = Link::start(&url).await;
+    link.jitter(Duration::from_millis(3));
     let builder = Client::builder()
         .resumable(true)
         .ping_interval(Some(Duration::from_millis(100)))

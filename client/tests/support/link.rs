@@ -1,7 +1,8 @@
 //! A TCP proxy between a client and the relay that a test can break for real: reset every
 //! connection (SO_LINGER 0, the kernel sends RST), close them (FIN), or stall them — stop
 //! forwarding in both directions while keeping both sockets open, the half-open link of a
-//! phone whose network vanished without a FIN or RST ever arriving.
+//! phone whose network vanished without a FIN or RST ever arriving. It can also be slow:
+//! each chunk it forwards waits a random delay first (a jittery mobile link), order kept.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Link {
     pub url: String,
     faults: watch::Sender<(u64, Fault)>,
     accepted: Arc<AtomicU64>,
+    /// Each forwarded chunk waits up to this long (µs), uniformly at random; 0: none.
+    delay_us: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -36,15 +39,18 @@ impl Link {
         let url = format!("ws://{}", listener.local_addr().expect("addr"));
         let (faults, _) = watch::channel((0, Fault::Reset));
         let accepted = Arc::new(AtomicU64::new(0));
-        let (faults_tx, count) = (faults.clone(), Arc::clone(&accepted));
+        let delay_us = Arc::new(AtomicU64::new(0));
+        let (faults_tx, count, delay) =
+            (faults.clone(), Arc::clone(&accepted), Arc::clone(&delay_us));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let generation = faults_tx.borrow().0;
                 count.fetch_add(1, Ordering::SeqCst);
                 let faults = faults_tx.subscribe();
+                let delay = Arc::clone(&delay);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(target).await {
-                        splice(client, server, faults, generation).await;
+                        splice(client, server, faults, generation, delay).await;
                     }
                 });
             }
@@ -53,7 +59,14 @@ impl Link {
             url,
             faults,
             accepted,
+            delay_us,
         }
+    }
+
+    /// From now on, delay each forwarded chunk by up to `max`, at random (0: no delay).
+    pub fn jitter(&self, max: Duration) {
+        let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        self.delay_us.store(micros, Ordering::SeqCst);
     }
 
     /// Reset every connection open now, both sides (TCP RST).
@@ -76,13 +89,27 @@ fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
+/// A uniform draw in 0..=`max` (xorshift; the test needs jitter, not quality).
+fn draw(state: &mut u64, max: u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    if max == 0 { 0 } else { *state % (max + 1) }
+}
+
 /// Forward both ways until either side ends or a fault that postdates `generation` hits.
 async fn splice(
     mut client: TcpStream,
     mut server: TcpStream,
     mut faults: watch::Receiver<(u64, Fault)>,
     generation: u64,
+    delay_us: Arc<AtomicU64>,
 ) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ generation.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut wait = move || {
+        let max = delay_us.load(Ordering::Relaxed);
+        Duration::from_micros(draw(&mut seed, max))
+    };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut a, mut b) = ([0u8; 16 << 10], [0u8; 16 << 10]);
@@ -104,11 +131,17 @@ async fn splice(
             }
             read = client.read(&mut a) => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if server.write_all(&a[..n]).await.is_err() { return },
+                Ok(n) => {
+                    tokio::time::sleep(wait()).await;
+                    if server.write_all(&a[..n]).await.is_err() { return }
+                }
             },
             read = server.read(&mut b) => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if client.write_all(&b[..n]).await.is_err() { return },
+                Ok(n) => {
+                    tokio::time::sleep(wait()).await;
+                    if client.write_all(&b[..n]).await.is_err() { return }
+                }
             },
         }
     }
