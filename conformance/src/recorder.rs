@@ -407,6 +407,7 @@ fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
                 err_msg,
                 route,
                 seq,
+                ..
             }) => {
                 let mut fields = json!({"errCode": err_code});
                 if let (Some(route), Some(seq)) = (route, seq) {
@@ -418,7 +419,7 @@ fn record_received(log: &Mutex<Log>, actor: &str, frame: &Frame) {
                     Some(json!({"fields": {"errMsg": err_msg}})),
                 )
             }
-            Ok(Message::Deliver { msg, seq }) => {
+            Ok(Message::Deliver { msg, seq, .. }) => {
                 let raw = placeholders_for_sent(&mut log, msg.as_str());
                 let value: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
                 let mut deliver = json!({"type": "DELIVER", "msg": value});

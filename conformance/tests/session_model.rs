@@ -430,13 +430,14 @@ impl Client {
             return Err(format!("expected a stream message, got {frame}"));
         };
         let (seq, item) = match Message::parse(text) {
-            Ok(Message::Routeack { seq }) => {
+            Ok(Message::Routeack { seq, .. }) => {
                 self.route_acked = self.route_acked.max(seq);
                 return Ok(());
             }
             Ok(Message::Deliver {
                 seq: Some(seq),
                 msg,
+                ..
             }) => {
                 let value: serde_json::Value =
                     serde_json::from_str(msg.as_str()).map_err(|e| e.to_string())?;
@@ -584,6 +585,7 @@ impl RealRelay {
                     ephe_wss_addr,
                     secret: Some(secret),
                     grace: Some(_),
+                    ..
                 }) = text(&frame)
                 else {
                     return Err(format!("INIT: expected a version 2 INITRESP, got {frame}"));

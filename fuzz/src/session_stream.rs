@@ -111,7 +111,12 @@ fn deliver_frame(k: u64) -> String {
 /// Check one pulled frame against the model's item numbered `seq`.
 fn check_frame(frame: &str, seq: u64, item: &Item) {
     match (Message::parse(frame), item) {
-        (Ok(Message::Deliver { seq: Some(s), msg }), Item::Deliver(k)) => {
+        (
+            Ok(Message::Deliver {
+                seq: Some(s), msg, ..
+            }),
+            Item::Deliver(k),
+        ) => {
             assert_eq!(s, seq, "DELIVER numbered {s}, expected {seq}: {frame}");
             assert_eq!(
                 msg.as_str(),

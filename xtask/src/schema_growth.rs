@@ -7,7 +7,7 @@
 //!    server tests pass;
 //! 2. a new client-to-server type (`PING`): the same, plus the relay answers it ERR 501
 //!    (rule 3.12) and the conformance suite still runs;
-//! 3. a new required member (`ROUTE.seq`): codegen calls it BREAKING, and the build fails
+//! 3. a new required member (`ROUTE.ttl`): codegen calls it BREAKING, and the build fails
 //!    only where a ROUTE is constructed (errors E0061 "wrong number of arguments" or E0063
 //!    "missing field", nothing else).
 //!
@@ -60,7 +60,7 @@ const GROWTHS: &[Growth] = &[
     Growth {
         name: "a new required member",
         apply: new_required_member,
-        summary: &["BREAKING: ROUTE: new required member \"seq\""],
+        summary: &["BREAKING: ROUTE: new required member \"ttl\""],
         builds: false,
         tests: &[],
     },
@@ -271,10 +271,10 @@ fn new_client_type(schema: &mut Value) -> Result<()> {
 
 fn new_required_member(schema: &mut Value) -> Result<()> {
     let route = arm(schema, "ROUTE")?;
-    route["properties"]["seq"] = json!({"type": "integer", "minimum": 0});
+    route["properties"]["ttl"] = json!({"type": "integer", "minimum": 0});
     route["required"]
         .as_array_mut()
         .context("ROUTE has no required list")?
-        .push(json!("seq"));
+        .push(json!("ttl"));
     Ok(())
 }
