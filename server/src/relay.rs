@@ -673,6 +673,12 @@ impl<M: Mailbox + Clone> Relay<M> {
                     self.cluster_timeout.as_millis()
                 ),
             ),
+            Verdict::Silent => Outcome::error(
+                codes::UNAVAILABLE,
+                "the relay node holding the target stopped answering (its heartbeats \
+                 stopped: it died or froze) before it confirmed this message; the message \
+                 may not have been delivered",
+            ),
             Verdict::Refused => Outcome::error(
                 codes::UNAVAILABLE,
                 "the relay node holding the target refused the forwarded message; it was \

@@ -43,4 +43,8 @@ pub(crate) enum Verdict {
     /// Held for a detached session that did not resume within the hold window (rule 6.8);
     /// nothing was delivered.
     Away,
+    /// The holder's node fell silent (no heartbeat for the peer timeout) while this ROUTE
+    /// waited for its verdict: it died or froze. As for [`Verdict::TimedOut`], whether it
+    /// was delivered is unknown; the sender hears so sooner.
+    Silent,
 }

@@ -13,9 +13,15 @@ use support::{Client, deliver};
 
 /// A node process joined through `nats`.
 fn node(nats: &Nats, name: &str) -> Relay {
+    node_with(nats, name, &[])
+}
+
+/// A node process joined through `nats`, with more `args`.
+fn node_with(nats: &Nats, name: &str, args: &[&str]) -> Relay {
     let mut command = Relay::command(bin());
     command
         .args(["--cluster", &nats.url(), "--node-name", name])
+        .args(args)
         .args(["--cluster-ping-interval", "0.5"])
         .env("COMPENDIUM_CLUSTER_KEY", KEY);
     Relay::start(command).expect("the node starts")
@@ -82,7 +88,9 @@ fn kill_9_of_a_node_makes_its_addresses_404_elsewhere_within_a_second() {
             // Sent before the first 404: NATS had not yet noticed the death, or the node
             // might still have been failing over.
             Some(503) if probe.sent < first_404 => assert!(
-                text.contains("not answering right now") || text.contains("did not answer within"),
+                text.contains("not answering right now")
+                    || text.contains("did not answer within")
+                    || text.contains("stopped answering"),
                 "{probe:?}"
             ),
             _ => panic!("{probe:?}"),
@@ -139,6 +147,51 @@ async fn probe_until_404(url: &str, to: &str, killed: Instant) -> Vec<Probe> {
         probes.push(probe);
     }
     probes
+}
+
+/// A node freezes (SIGSTOP: a stuck process, a VM paused): NATS still holds its
+/// subscriptions, so a ROUTE to its address reaches it and no verdict comes. Once its
+/// heartbeats have been missing for the peer timeout (0.8 s) the sender gets 503 "stopped
+/// answering", not after the cluster timeout (two minutes here, longer than this test
+/// waits for any frame). Thawed (SIGCONT), it beats again and its addresses work as before.
+#[test]
+fn a_frozen_node_owes_no_verdict_past_the_peer_timeout_and_works_again_when_thawed() {
+    let nats = Nats::start().expect("nats-server");
+    let mut node1 = node_with(&nats, "node1", &["--cluster-timeout", "120"]);
+    let node2 = node(&nats, "node2");
+    let rt = runtime();
+    let (mut a, mut b, b_addr) = rt.block_on(async {
+        let mut a = Client::connect(node1.url()).await;
+        let mut b = Client::connect(node2.url()).await;
+        let b_addr = b.init().await;
+        a.route(&b_addr, r#"{"before":"freeze"}"#).await;
+        assert_eq!(b.recv_text().await, deliver(r#"{"before":"freeze"}"#));
+        (a, b, b_addr)
+    });
+    node2.process.signal("STOP").expect("SIGSTOP");
+    let err = rt.block_on(async {
+        a.route(&b_addr, r#"{"while":"frozen"}"#).await;
+        a.expect_err(503).await
+    });
+    assert!(err.contains("stopped answering"), "{err}");
+    assert!(err.contains("may not have been delivered"), "{err}");
+    node1
+        .process
+        .wait_for_line("cluster_peer_silent", PATIENCE)
+        .expect("the silence is logged");
+    node2.process.signal("CONT").expect("SIGCONT");
+    rt.block_on(async {
+        // The thawed node reads what reached it while frozen: the ROUTE its sender was
+        // told "may not have been delivered" is delivered now, within its expiry.
+        assert_eq!(b.recv_text().await, deliver(r#"{"while":"frozen"}"#));
+        a.route(&b_addr, r#"{"after":"thaw"}"#).await;
+        assert_eq!(b.recv_text().await, deliver(r#"{"after":"thaw"}"#));
+    });
+    let metrics = node1.metrics_text().expect("metrics");
+    assert!(
+        metrics.contains(r#"compendium_cluster_verdicts_total{verdict="silent"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// SIGTERM of one node: its clients get 1001, the other nodes answer its addresses 404,

@@ -45,6 +45,9 @@ use self::outstanding::Outstanding;
 /// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
 const PUBLISH_BATCH: usize = 256;
 
+/// How long a node that fell silent is remembered.
+const FORGET_PEER: Duration = Duration::from_secs(3600);
+
 /// A node's link to its cluster.
 pub(crate) struct Cluster {
     client: async_nats::Client,
@@ -70,8 +73,8 @@ pub(crate) struct Cluster {
 enum Peer {
     /// Its last heartbeat arrived then.
     HeardAt(Instant),
-    /// It said it was leaving.
-    Left,
+    /// It said it was leaving, then.
+    Left(Instant),
 }
 
 /// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
@@ -559,14 +562,41 @@ impl Cluster {
     }
 
     /// Answer 503 to forwarded ROUTEs whose verdict has not come within the cluster
-    /// timeout, checking four times per timeout; until `stop`.
+    /// timeout, and to those owed by a node that has fallen silent for the peer timeout
+    /// (it died or froze: waiting longer tells the sender nothing more), checking four
+    /// times per timeout and per peer timeout; until `stop`.
     async fn expire_verdicts(self: Arc<Self>, stop: CancellationToken) {
-        let mut every = tokio::time::interval((self.timeout / 4).max(Duration::from_millis(1)));
+        let period = self.timeout.min(self.peer_timeout) / 4;
+        let mut every = tokio::time::interval(period.max(Duration::from_millis(1)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The silent nodes already logged, so that a frozen node is reported once, not on
+        // every sweep that finds new requests owed by it.
+        let mut reported = Vec::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
+            }
+            let silent = self.silent_peers();
+            reported.retain(|node| silent.contains(node));
+            let owed = self.outstanding().take_for(&silent);
+            if !owed.is_empty() {
+                for node in &silent {
+                    if reported.contains(node) {
+                        continue;
+                    }
+                    tracing::warn!(
+                        event = "cluster_peer_silent",
+                        peer = %node,
+                        "cluster: node {node} has sent no heartbeat for {} ms; the ROUTEs \
+                         waiting on it get ERR 503 (may not have been delivered)",
+                        self.peer_timeout.as_millis()
+                    );
+                    reported.push(*node);
+                }
+            }
+            for slot in owed {
+                self.fill(&slot, Verdict::Silent);
             }
             let Some(before) = Instant::now().checked_sub(self.timeout) else {
                 continue;
@@ -576,6 +606,33 @@ impl Cluster {
                 self.fill(&slot, Verdict::TimedOut);
             }
         }
+    }
+
+    /// The other nodes heard from once and silent since for the peer timeout. None while
+    /// this node's own link is down, or within the peer timeout of its coming back: silence
+    /// then says nothing about the others. Nodes silent for [`FORGET_PEER`] are forgotten
+    /// (a node restarted every day would otherwise leave an entry a day): the answer for
+    /// their addresses stays 404, as for a node never heard of.
+    fn silent_peers(&self) -> Vec<NodeId> {
+        if !self.link.is_up() {
+            return Vec::new();
+        }
+        let up_since = self.link.up_since();
+        let mut silent = Vec::new();
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|node, peer| match peer {
+                Peer::HeardAt(at) => {
+                    let quiet = (*at).max(up_since).elapsed();
+                    if quiet >= self.peer_timeout {
+                        silent.push(*node);
+                    }
+                    quiet < FORGET_PEER
+                }
+                Peer::Left(at) => at.elapsed() < FORGET_PEER,
+            });
+        silent
     }
 
     /// The verdict when nobody subscribes to `node`'s subject: it is gone (404: its
@@ -589,7 +646,7 @@ impl Cluster {
             .get(&node)
             .copied();
         match peer {
-            None | Some(Peer::Left) => Verdict::NotFound,
+            None | Some(Peer::Left(_)) => Verdict::NotFound,
             Some(Peer::HeardAt(at)) => {
                 // Silence while this node's own link was down says nothing about the other.
                 let since = at.max(self.link.up_since());
@@ -645,7 +702,7 @@ impl Cluster {
             };
             let (node, peer) = match wire::decode_presence(&message.payload) {
                 Some(wire::Presence::Beat(node)) => (node, Peer::HeardAt(Instant::now())),
-                Some(wire::Presence::Leaving(node)) => (node, Peer::Left),
+                Some(wire::Presence::Leaving(node)) => (node, Peer::Left(Instant::now())),
                 None => continue,
             };
             if node != self.node {
@@ -862,6 +919,7 @@ pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
             Verdict::TimedOut => "timed_out",
             Verdict::Refused => "refused",
             Verdict::Away => "away",
+            Verdict::Silent => "silent",
         },
     }
 }

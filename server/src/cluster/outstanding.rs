@@ -92,6 +92,7 @@ fn code(verdict: Verdict) -> u8 {
         Verdict::TimedOut => 6,
         Verdict::Refused => 7,
         Verdict::Away => 8,
+        Verdict::Silent => 9,
     }
 }
 
@@ -105,6 +106,7 @@ fn decode(code: u8) -> Option<Verdict> {
         6 => Verdict::TimedOut,
         7 => Verdict::Refused,
         8 => Verdict::Away,
+        9 => Verdict::Silent,
         _ => return None,
     })
 }
@@ -136,6 +138,22 @@ impl Outstanding {
             keep
         });
         old
+    }
+
+    /// Every request waiting on one of `nodes`, taken out.
+    pub(crate) fn take_for(&mut self, nodes: &[NodeId]) -> Vec<Arc<VerdictSlot>> {
+        let mut owed = Vec::new();
+        if nodes.is_empty() {
+            return owed;
+        }
+        self.waiting.retain(|_, (node, slot)| {
+            let keep = !nodes.contains(node);
+            if !keep {
+                owed.push(Arc::clone(slot));
+            }
+            keep
+        });
+        owed
     }
 
     #[cfg(test)]
@@ -205,5 +223,17 @@ mod tests {
             "1, 3 and 4 were forwarded before"
         );
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn the_requests_owed_by_silent_nodes_are_taken_and_no_others() {
+        let mut table = Outstanding::default();
+        for id in 1..=6 {
+            table.insert(id, NodeId(id as u32 % 3), VerdictSlot::new());
+        }
+        assert!(table.take_for(&[]).is_empty());
+        assert_eq!(table.take_for(&[NodeId(1), NodeId(2)]).len(), 4);
+        assert_eq!(table.len(), 2, "node 0's requests 3 and 6 still wait");
+        assert!(table.take(3).is_some() && table.take(6).is_some());
     }
 }

@@ -101,6 +101,8 @@ pub(crate) fn encode_verdict(verdict: Verdict) -> [u8; 1] {
         Verdict::Absent => 6,
         // Never sent either: a node answers a request for a detached session with Full.
         Verdict::Away => 7,
+        // Never sent: what a node concludes of another that stopped beating.
+        Verdict::Silent => 8,
     }]
 }
 
