@@ -1,0 +1,143 @@
+//! Verdicts coming back to this node: each filled into the slot of the ROUTE waiting for
+//! it, and those that will not come (the cluster timeout, a silent holder) answered 503.
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::{StatusCode, Subscriber};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::outstanding::{Outstanding, VerdictSlot};
+use super::{Cluster, wire};
+use crate::metrics::VerdictLabel;
+use crate::remote::Verdict;
+
+impl Cluster {
+    pub(super) fn outstanding(&self) -> std::sync::MutexGuard<'_, Outstanding> {
+        // A panic elsewhere cannot leave the table half-updated; keep serving.
+        self.outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Put `verdict` in the slot of a forwarded ROUTE, timing it.
+    pub(super) fn fill(&self, slot: &VerdictSlot, verdict: Verdict) {
+        if slot.fill(verdict) {
+            self.metrics
+                .cluster_verdict_seconds
+                .observe(slot.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Hand each verdict to the ROUTE waiting for it; until `stop`.
+    pub(super) async fn collect_verdicts(
+        self: Arc<Self>,
+        mut verdicts: Subscriber,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = verdicts.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let Some((_, token)) = message.subject.rsplit_once('.') else {
+                continue;
+            };
+            if token == "ack" {
+                let Some(ids) = wire::decode_ack(&message.payload) else {
+                    tracing::warn!("cluster link: an acknowledgement this node cannot read");
+                    continue;
+                };
+                let mut outstanding = self.outstanding();
+                for id in ids {
+                    if let Some((_, slot)) = outstanding.take(id) {
+                        self.fill(&slot, Verdict::Delivered);
+                    }
+                }
+                continue;
+            }
+            let Some((node, slot)) = token
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| self.outstanding().take(id))
+            else {
+                continue;
+            };
+            // NATS answers for the holder when nobody subscribes to its subject.
+            let verdict = if message.status == Some(StatusCode::NO_RESPONDERS) {
+                self.absent(node)
+            } else {
+                wire::decode_verdict(&message.payload)
+            };
+            self.fill(&slot, verdict);
+        }
+    }
+
+    /// Answer 503 to forwarded ROUTEs whose verdict has not come within the cluster
+    /// timeout, and to those owed by a node that has fallen silent for the peer timeout
+    /// (it died or froze: waiting longer tells the sender nothing more), checking four
+    /// times per timeout and per peer timeout; until `stop`.
+    pub(super) async fn expire_verdicts(self: Arc<Self>, stop: CancellationToken) {
+        let period = self.timeout.min(self.peer_timeout) / 4;
+        let mut every = tokio::time::interval(period.max(Duration::from_millis(1)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The silent nodes already logged, so that a frozen node is reported once, not on
+        // every sweep that finds new requests owed by it.
+        let mut reported = Vec::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let silent = self.silent_peers();
+            reported.retain(|node| silent.contains(node));
+            let owed = self.outstanding().take_for(&silent);
+            if !owed.is_empty() {
+                for node in &silent {
+                    if reported.contains(node) {
+                        continue;
+                    }
+                    tracing::warn!(
+                        event = "cluster_peer_silent",
+                        peer = %node,
+                        "cluster: node {node} has sent no heartbeat for {} ms; the ROUTEs \
+                         waiting on it get ERR 503 (may not have been delivered)",
+                        self.peer_timeout.as_millis()
+                    );
+                    reported.push(*node);
+                }
+            }
+            for slot in owed {
+                self.fill(&slot, Verdict::Silent);
+            }
+            let Some(before) = Instant::now().checked_sub(self.timeout) else {
+                continue;
+            };
+            let expired = self.outstanding().take_older(before);
+            for slot in expired {
+                self.fill(&slot, Verdict::TimedOut);
+            }
+        }
+    }
+}
+
+/// A verdict as a metric label.
+pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
+    VerdictLabel {
+        verdict: match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::NotFound => "not_found",
+            Verdict::Full => "full",
+            Verdict::Unreachable => "unreachable",
+            Verdict::Absent => "absent",
+            Verdict::TimedOut => "timed_out",
+            Verdict::Refused => "refused",
+            Verdict::Away => "away",
+            Verdict::Silent => "silent",
+        },
+    }
+}
