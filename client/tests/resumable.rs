@@ -267,12 +267,14 @@ async fn messages_flow_both_ways_across_repeated_resets_and_stalls() {
     }
     let (to_pc, pc_resumes, pc) = pc_side.await.expect("pc side");
     assert_eq!(to_pc, one_to(N), "phone to PC: exactly once, in order");
-    assert_eq!(resumes, cuts.len(), "the phone resumed after every cut");
-    assert!(pc_resumes <= cuts.len());
-    assert_eq!(
-        link.accepted(),
-        2 * (cuts.len() as u64 + 1),
-        "one reconnection per cut per client"
+    // A cut can land while a client is still resuming from the one before (its keepalive
+    // notices a stall in its own time): that costs it one more resume, never the session,
+    // even when the RESUMED was lost with the link (rule 6.9).
+    assert!(resumes >= cuts.len(), "the phone resumed after every cut");
+    assert!(pc_resumes <= link.accepted() as usize);
+    assert!(
+        link.accepted() >= 2 * (cuts.len() as u64 + 1),
+        "at least one reconnection per cut per client"
     );
     phone.close().await.expect("close");
     pc.close().await.expect("close");

@@ -51,8 +51,8 @@ pub(crate) fn all() -> Vec<Case> {
         ),
         v2(
             "6.3/4",
-            "RESUMED carries a new secret; the old one no longer resumes",
-            "secret is a fresh secret that replaces the old one, which works no more",
+            "RESUMED carries a new secret; once it is used, the old one no longer resumes",
+            "secret is a fresh secret that replaces the old one, which works no more once the client has shown that the RESUMED reached it",
             |ctx| Box::pin(run(ctx, secret_rotates)),
         ),
         v2(
@@ -87,7 +87,7 @@ pub(crate) fn all() -> Vec<Case> {
         ),
         v2(
             "6.9/1",
-            "a RESUME with a superseded secret ends the session: 410, the holder closed with 4002, the address 404",
+            "a RESUME with a superseded secret (its successor used) ends the session: 410, the holder closed with 4002, the address 404",
             "the server ends that session at once (its address is released; an attached connection is closed with close code 4002, session revoked)",
             |ctx| Box::pin(run(ctx, stale_secret_revokes)),
         ),
@@ -330,6 +330,14 @@ fn secret_rotates(ctx: Ctx, _: V2) -> Step {
         if fresh == secret {
             return Err("RESUMED gave back the same secret".into());
         }
+        // Resuming with the new secret shows the RESUMED arrived: the old one is done.
+        again.drop_abruptly();
+        let mut third = v2_peer(&ctx).await?;
+        third.send_text(resume(&address, &fresh, 0)).await?;
+        let newest = expect_resumed(&mut third, &ctx, &address).await?;
+        if newest == fresh {
+            return Err("RESUMED gave back the same secret".into());
+        }
         let mut stale = v2_peer(&ctx).await?;
         stale.send_text(resume(&address, &secret, 0)).await?;
         expect_err(&mut stale, &ctx, 410).await.map(drop)
@@ -443,8 +451,14 @@ fn stale_secret_revokes(ctx: Ctx, _: V2) -> Step {
         let mut a = v2_peer(&ctx).await?;
         let (address, secret) = init_v2(&mut a, &ctx).await?;
         a.drop_abruptly();
+        // The secret of a RESUME stays good until the client shows that the RESUMED
+        // reached it (rule 6.9): a second RESUME, with the secret the first gave, shows it.
+        let mut first = v2_peer(&ctx).await?;
+        first.send_text(resume(&address, &secret, 0)).await?;
+        let next = expect_resumed(&mut first, &ctx, &address).await?;
+        first.drop_abruptly();
         let mut holder = v2_peer(&ctx).await?;
-        holder.send_text(resume(&address, &secret, 0)).await?;
+        holder.send_text(resume(&address, &next, 0)).await?;
         expect_resumed(&mut holder, &ctx, &address).await?;
         let mut thief = v2_peer(&ctx).await?;
         thief.send_text(resume(&address, &secret, 0)).await?;

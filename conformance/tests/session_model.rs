@@ -116,8 +116,10 @@ struct Slot {
     held: Vec<Held>,
     /// ROUTE numbers the session has used.
     routes: u64,
-    /// Resumed at least once: it has a superseded secret.
-    resumed: bool,
+    /// Times resumed (at most 2). After two the client holds a superseded secret: the
+    /// one before the last is good until the last RESUMED is known to have arrived
+    /// (rule 6.9), which the second RESUME shows.
+    resumes: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -169,7 +171,7 @@ impl ReferenceStateMachine for SessionModel {
             stream: Vec::new(),
             held: Vec::new(),
             routes: 0,
-            resumed: false,
+            resumes: 0,
         };
         Just(Model {
             slots: vec![slot; SLOTS],
@@ -192,7 +194,7 @@ impl ReferenceStateMachine for SessionModel {
         let stale: Vec<usize> = targets
             .iter()
             .copied()
-            .filter(|&i| state.slots[i].resumed)
+            .filter(|&i| state.slots[i].resumes >= 2)
             .collect();
         let none = with(&[Phase::None]);
         let mut options: Vec<(u32, BoxedStrategy<Transition>)> = Vec::new();
@@ -268,7 +270,7 @@ impl ReferenceStateMachine for SessionModel {
             Transition::Resume { slot, .. } => {
                 matches!(phase(slot), Phase::Detached | Phase::HalfOpen | Phase::Lost)
             }
-            Transition::StaleResume(i) => state.live(i) && state.slots[i].resumed,
+            Transition::StaleResume(i) => state.live(i) && state.slots[i].resumes >= 2,
             Transition::GraceElapses => state.slots.iter().any(|s| s.phase == Phase::Detached),
         }
     }
@@ -284,7 +286,7 @@ impl ReferenceStateMachine for SessionModel {
                     stream: Vec::new(),
                     held: Vec::new(),
                     routes: 0,
-                    resumed: false,
+                    resumes: 0,
                 };
             }
             Transition::Route { from, to } => {
@@ -331,7 +333,7 @@ impl ReferenceStateMachine for SessionModel {
                         n: h.n,
                     }));
                     s.phase = Phase::Attached;
-                    s.resumed = true;
+                    s.resumes = s.resumes.saturating_add(1).min(2);
                 }
             }
             Transition::End(i) => {
@@ -412,7 +414,11 @@ struct Client {
     detached: bool,
     address: String,
     secret: String,
+    /// The secret of the last RESUME: still good until the relay knows the RESUMED
+    /// arrived (rule 6.9).
     old_secret: Option<String>,
+    /// The secret of the RESUME before: superseded.
+    superseded: Option<String>,
     /// The stream as this client saw it, each number once.
     received: Vec<Item>,
     /// The highest stream number seen; the last ACK sent.
@@ -703,8 +709,8 @@ impl RealRelay {
                 }
                 RESUMED.fetch_add(1, Ordering::Relaxed);
                 client.route_acked = routes;
-                client.old_secret =
-                    Some(std::mem::replace(&mut client.secret, secret.expose_hex()));
+                let used = std::mem::replace(&mut client.secret, secret.expose_hex());
+                client.superseded = client.old_secret.replace(used);
                 client.detached = false;
                 client.peer = Some(peer);
                 if let Some(mut zombie) = client.zombie.take() {
@@ -740,7 +746,7 @@ impl RealRelay {
             Transition::StaleResume(i) => {
                 let mut peer = self.connect().await?;
                 let client = &mut self.clients[i];
-                let stale = client.old_secret.clone().ok_or("no superseded secret")?;
+                let stale = client.superseded.clone().ok_or("no superseded secret")?;
                 peer.send_text(resume_frame(&client.address, &stale, client.highest))
                     .await?;
                 let frame = peer.next(WAIT).await?;

@@ -83,7 +83,13 @@ struct Model {
     /// Held DELIVERs (their `k`) and since when.
     held: VecDeque<(u64, u64)>,
     detached_at: Option<u64>,
+    /// Secrets the session has had, by index (0: INITRESP's; `rotations`: the current).
     rotations: usize,
+    /// The secret of the last RESUME (index) and that RESUME's `seq`: good until an ACK
+    /// beyond the `seq` or a RESUME with the current secret (rule 6.9).
+    previous: Option<(usize, u64)>,
+    /// Superseded secrets (indices), newest first, as many as the relay remembers.
+    superseded: VecDeque<usize>,
     routes_accepted: u64,
     delivers: u64,
 }
@@ -95,6 +101,11 @@ impl Model {
     fn held_bytes_free(&self) -> bool {
         let count = self.stream.len() + self.held.len();
         count == 0 || count < self.bound
+    }
+
+    fn supersede(&mut self, index: usize) {
+        self.superseded.push_front(index);
+        self.superseded.truncate(OLD_SECRETS);
     }
 
     fn forget_upto(&mut self, seq: u64) {
@@ -162,6 +173,8 @@ pub fn run(data: &[u8]) {
         held: VecDeque::new(),
         detached_at: None,
         rotations: 0,
+        previous: None,
+        superseded: VecDeque::new(),
         routes_accepted: 0,
         delivers: 0,
     };
@@ -272,6 +285,12 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
             } else {
                 assert_eq!(got, Ok(()), "ACK {seq}");
                 model.forget_upto(seq);
+                if let Some((index, at)) = model.previous
+                    && seq > at
+                {
+                    model.previous = None;
+                    model.supersede(index);
+                }
             }
         }
         Step::Route(seq) => {
@@ -304,18 +323,34 @@ fn apply(model: &mut Model, real: &mut SessionHarness, step: &Step) {
             };
             let (conn, got) = real.resume(presented, seq);
             model.connections = conn + 1;
-            let want = match presented {
+            let index = match presented {
+                Presented::Current => Some(model.rotations),
+                Presented::Old(back) => model.rotations.checked_sub(back),
+                Presented::Unknown => None,
+            };
+            let current = index == Some(model.rotations);
+            let previous = index.is_some() && index == model.previous.map(|(i, _)| i);
+            let want = match index {
                 _ if model.ended => Resumed::Refused,
-                Presented::Old(back) if back <= model.rotations.min(OLD_SECRETS) => {
+                Some(index) if !current && !previous && model.superseded.contains(&index) => {
                     let settled = model.held.len();
                     model.held.clear();
                     model.ended = true;
                     model.attached = None;
                     Resumed::Stolen { settled }
                 }
-                Presented::Old(_) | Presented::Unknown => Resumed::Refused,
-                Presented::Current if seq >= model.next_seq => Resumed::Refused,
-                Presented::Current => {
+                _ if !current && !previous => Resumed::Refused,
+                _ if seq >= model.next_seq => Resumed::Refused,
+                _ => {
+                    if current {
+                        if let Some((index, _)) = model.previous.take() {
+                            model.supersede(index);
+                        }
+                        model.previous = Some((model.rotations, seq));
+                    } else {
+                        model.supersede(model.rotations);
+                        model.previous = model.previous.map(|(index, _)| (index, seq));
+                    }
                     model.rotations += 1;
                     let took_over = model.attached.is_some();
                     model.forget_upto(seq);

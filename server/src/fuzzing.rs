@@ -156,7 +156,9 @@ impl Core {
 pub enum Presented {
     /// The one the last INITRESP or RESUMED gave.
     Current,
-    /// One superseded `back` rotations ago (1 = the one before the current), if any.
+    /// The one `back` rotations before the current (1 = the one before), if any: still
+    /// good if it is the secret of the last RESUME and that RESUMED is not known to have
+    /// arrived (rule 6.9), superseded otherwise.
     Old(usize),
     /// One the session never had.
     Unknown,

@@ -213,6 +213,11 @@ impl Attachment {
 
 struct State {
     secret: Secret,
+    /// The secret of the last RESUME, still good until the client shows that the RESUMED
+    /// carrying `secret` reached it (rule 6.9): a RESUMED lost with a link that died at
+    /// once must not make the client look like a thief. With the resume's `seq`: an ACK
+    /// beyond it acknowledges a frame sent after the RESUMED, on the same ordered stream.
+    previous: Option<(Secret, u64)>,
     old_secrets: VecDeque<Secret>,
     attached: Option<Attachment>,
     ended: bool,
@@ -332,6 +337,7 @@ impl SessionCell {
             held_arrived: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 secret,
+                previous: None,
                 old_secrets: VecDeque::new(),
                 attached: Some(Attachment { conn, wake }),
                 ended: false,
@@ -506,7 +512,22 @@ impl SessionCell {
             ));
         }
         Self::forget_upto(&mut state, seq);
+        if state.previous.as_ref().is_some_and(|(_, at)| seq > *at) {
+            Self::confirm(&mut state);
+        }
         Ok(())
+    }
+
+    /// The client has the current secret: the previous one is superseded.
+    fn confirm(state: &mut State) {
+        if let Some((previous, _)) = state.previous.take() {
+            Self::supersede(state, previous);
+        }
+    }
+
+    fn supersede(state: &mut State, secret: Secret) {
+        state.old_secrets.push_front(secret);
+        state.old_secrets.truncate(OLD_SECRETS);
     }
 
     fn forget_upto(state: &mut State, seq: u64) {
@@ -551,9 +572,14 @@ impl SessionCell {
         if state.ended {
             return Resume::Refused;
         }
-        if *secret != state.secret {
-            // Compare with every old secret, not stopping at a match, so that the time
-            // taken says nothing about which matched.
+        // Compare with every secret, not stopping at a match, so that the time taken says
+        // nothing about which matched.
+        let current = *secret == state.secret;
+        let previous = state
+            .previous
+            .as_ref()
+            .is_some_and(|(previous, _)| previous == secret);
+        if !current && !previous {
             let stale = state
                 .old_secrets
                 .iter()
@@ -570,9 +596,17 @@ impl SessionCell {
             // The client claims more than was ever sent: not this session's client.
             return Resume::Refused;
         }
-        let old = std::mem::replace(&mut state.secret, fresh.clone());
-        state.old_secrets.push_front(old);
-        state.old_secrets.truncate(OLD_SECRETS);
+        let replaced = std::mem::replace(&mut state.secret, fresh.clone());
+        if current {
+            // The last RESUMED arrived: its predecessor is superseded, and the secret just
+            // used stays good until this RESUMED is known to have arrived.
+            Self::confirm(&mut state);
+            state.previous = Some((replaced, seq));
+        } else {
+            // The last RESUMED was lost: the secret it carried reached nobody we know of.
+            Self::supersede(&mut state, replaced);
+            state.previous = Some((secret.clone(), seq));
+        }
         let took_over = match state.attached.take() {
             Some(old) => {
                 // It pulls, finds it is no longer attached, and closes (4001).
@@ -832,12 +866,69 @@ mod tests {
             texts(&frames)[0],
             r#"{"type":"DELIVER","seq":2,"msg":{"n":2}}"#
         );
-        // The old secret works no more, and using it is theft: the session ends.
+        // Acknowledging a frame sent after the RESUMED shows the client has the new
+        // secret: the old one works no more, and using it is theft: the session ends.
+        cell.ack(ConnId(2), 2).expect("ACK 2");
         assert!(matches!(
             cell.resume(&secret, 3, ConnId(3), tx, fresh),
             Resume::Stolen { .. }
         ));
         assert!(matches!(cell.pull(ConnId(2), 64), Pull::Ended));
+    }
+
+    #[test]
+    fn a_lost_resumed_leaves_the_secret_used_good_and_the_one_it_carried_stale() {
+        let (cell, _rx, secret) = cell();
+        let now = Instant::now();
+        let _ = cell.push_deliver(frame(1), Hold::ForReply, now);
+        assert_eq!(cell.detach(ConnId(1), now), Detach::Detached(1));
+        let (tx, _rx2) = mpsc::channel(8);
+        let lost = Secret::from_bytes([2; 32]);
+        assert!(matches!(
+            cell.resume(&secret, 0, ConnId(2), tx.clone(), lost.clone()),
+            Resume::Resumed { .. }
+        ));
+        // The link dies with the RESUMED (and `lost` in it) on the wire, before any ACK:
+        // the client still has only `secret`, and it still works (taking over the half-open
+        // connection).
+        let fresh = Secret::from_bytes([3; 32]);
+        assert!(matches!(
+            cell.resume(&secret, 0, ConnId(3), tx.clone(), fresh.clone()),
+            Resume::Resumed {
+                took_over: true,
+                ..
+            }
+        ));
+        // `lost` reached someone after all: that someone is not the client.
+        assert!(matches!(
+            cell.resume(&lost, 0, ConnId(4), tx.clone(), Secret::from_bytes([4; 32])),
+            Resume::Stolen { .. }
+        ));
+        // Without an ACK beyond the resume point, a repeated RESUME confirms nothing
+        // either: the current secret resumes and supersedes the previous one.
+        let (cell, _rx, secret) = cell_with_detached();
+        let (tx, _rx2) = mpsc::channel(8);
+        let first = Secret::from_bytes([5; 32]);
+        let _ = cell.resume(&secret, 0, ConnId(2), tx.clone(), first.clone());
+        let _ = cell.resume(
+            &first,
+            0,
+            ConnId(3),
+            tx.clone(),
+            Secret::from_bytes([6; 32]),
+        );
+        assert!(matches!(
+            cell.resume(&secret, 0, ConnId(4), tx, Secret::from_bytes([7; 32])),
+            Resume::Stolen { .. }
+        ));
+    }
+
+    fn cell_with_detached() -> (Arc<SessionCell>, mpsc::Receiver<String>, Secret) {
+        let (cell, rx, secret) = cell();
+        let now = Instant::now();
+        let _ = cell.push_deliver(frame(1), Hold::ForReply, now);
+        assert_eq!(cell.detach(ConnId(1), now), Detach::Detached(1));
+        (cell, rx, secret)
     }
 
     #[test]

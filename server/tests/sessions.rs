@@ -195,6 +195,14 @@ async fn rule_6_9_a_superseded_secret_revokes_the_session() {
     first.vanish();
     let mut second = Client::connect_v2(&server.url).await;
     second.send(&resume(&address, &old_secret, 0)).await;
+    let resumed = second.recv_json().await;
+    assert_eq!(resumed["type"], "RESUMED");
+    let next_secret = resumed["secret"].as_str().expect("secret").to_owned();
+    // The secret of that RESUME is good until the client shows the RESUMED arrived (its
+    // link may have died with it on the wire): resuming with the new one shows it.
+    second.vanish();
+    let mut second = Client::connect_v2(&server.url).await;
+    second.send(&resume(&address, &next_secret, 0)).await;
     assert_eq!(second.recv_json().await["type"], "RESUMED");
     // Someone else still has the first secret: it must not work, and it ends the session.
     let mut thief = Client::connect_v2(&server.url).await;
@@ -205,6 +213,40 @@ async fn rule_6_9_a_superseded_secret_revokes_the_session() {
     let mut pc = server.client().await;
     pc.route(&address, "{}").await;
     pc.expect_err(404).await;
+}
+
+/// The link dies with the RESUMED on the wire: the client never saw the new secret, so it
+/// resumes with the one it has; that must work (it is no thief), and the secret the lost
+/// RESUMED carried is the stale one.
+#[tokio::test]
+async fn rule_6_9_a_lost_resumed_does_not_cost_the_session() {
+    let server = TestServer::default().await;
+    let mut first = Client::connect_v2(&server.url).await;
+    let (address, secret) = first.init_v2().await;
+    first.vanish();
+    let mut unlucky = Client::connect_v2(&server.url).await;
+    unlucky.send(&resume(&address, &secret, 0)).await;
+    let lost = unlucky.recv_json().await;
+    assert_eq!(lost["type"], "RESUMED");
+    unlucky.vanish();
+    let mut again = Client::connect_v2(&server.url).await;
+    again.send(&resume(&address, &secret, 0)).await;
+    assert_eq!(again.recv_json().await["type"], "RESUMED");
+    let mut pc = server.client().await;
+    pc.route(&address, r#"{"still":"paired"}"#).await;
+    let (seq, msg) = delivered(&again.recv_json().await);
+    assert_eq!((seq, msg["still"].as_str()), (1, Some("paired")));
+    let mut thief = Client::connect_v2(&server.url).await;
+    thief
+        .send(&resume(
+            &address,
+            lost["secret"].as_str().expect("secret"),
+            0,
+        ))
+        .await;
+    thief.expect_err(410).await;
+    let close = again.recv_close().await.expect("close frame");
+    assert_eq!(u16::from(close.code), 4002);
 }
 
 #[tokio::test]
