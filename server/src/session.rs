@@ -904,8 +904,8 @@ mod tests {
             cell.resume(&lost, 0, ConnId(4), tx.clone(), Secret::from_bytes([4; 32])),
             Resume::Stolen { .. }
         ));
-        // Without an ACK beyond the resume point, a repeated RESUME confirms nothing
-        // either: the current secret resumes and supersedes the previous one.
+        // A RESUME with the new secret shows the last RESUMED arrived, without any ACK:
+        // the secret before it is superseded, and using it is theft.
         let (cell, _rx, secret) = cell_with_detached();
         let (tx, _rx2) = mpsc::channel(8);
         let first = Secret::from_bytes([5; 32]);

@@ -153,45 +153,64 @@ async fn probe_until_404(url: &str, to: &str, killed: Instant) -> Vec<Probe> {
 /// subscriptions, so a ROUTE to its address reaches it and no verdict comes. Once its
 /// heartbeats have been missing for the peer timeout (0.8 s) the sender gets 503 "stopped
 /// answering", not after the cluster timeout (two minutes here, longer than this test
-/// waits for any frame). Thawed (SIGCONT), it beats again and its addresses work as before.
+/// waits for any frame). What the node does once thawed is not asserted: it may deliver
+/// what reached it (hence "may not have been delivered"), or find its NATS connection
+/// stale (its pings went unanswered while frozen) and reconnect without it.
 #[test]
-fn a_frozen_node_owes_no_verdict_past_the_peer_timeout_and_works_again_when_thawed() {
+fn a_frozen_node_owes_no_verdict_past_the_peer_timeout() {
     let nats = Nats::start().expect("nats-server");
     let mut node1 = node_with(&nats, "node1", &["--cluster-timeout", "120"]);
     let node2 = node(&nats, "node2");
     let rt = runtime();
-    let (mut a, mut b, b_addr) = rt.block_on(async {
+    let (mut a, b_addr) = rt.block_on(async {
         let mut a = Client::connect(node1.url()).await;
         let mut b = Client::connect(node2.url()).await;
         let b_addr = b.init().await;
         a.route(&b_addr, r#"{"before":"freeze"}"#).await;
         assert_eq!(b.recv_text().await, deliver(r#"{"before":"freeze"}"#));
-        (a, b, b_addr)
+        std::mem::forget(b); // its node is about to freeze under it
+        (a, b_addr)
     });
     node2.process.signal("STOP").expect("SIGSTOP");
+    // Else a ROUTE can still be delivered by a thread that had yet to stop.
+    wait_until_stopped(node2.process.pid());
     let err = rt.block_on(async {
         a.route(&b_addr, r#"{"while":"frozen"}"#).await;
         a.expect_err(503).await
     });
+    node2.process.signal("CONT").expect("SIGCONT");
     assert!(err.contains("stopped answering"), "{err}");
     assert!(err.contains("may not have been delivered"), "{err}");
     node1
         .process
         .wait_for_line("cluster_peer_silent", PATIENCE)
         .expect("the silence is logged");
-    node2.process.signal("CONT").expect("SIGCONT");
-    rt.block_on(async {
-        // The thawed node reads what reached it while frozen: the ROUTE its sender was
-        // told "may not have been delivered" is delivered now, within its expiry.
-        assert_eq!(b.recv_text().await, deliver(r#"{"while":"frozen"}"#));
-        a.route(&b_addr, r#"{"after":"thaw"}"#).await;
-        assert_eq!(b.recv_text().await, deliver(r#"{"after":"thaw"}"#));
-    });
-    let metrics = node1.metrics_text().expect("metrics");
-    assert!(
-        metrics.contains(r#"compendium_cluster_verdicts_total{verdict="silent"} 1"#),
-        "{metrics}"
-    );
+    // 1, or 2 if the node froze before its acknowledgement of the first ROUTE left it.
+    let silent = node1
+        .counter(r#"compendium_cluster_verdicts_total{verdict="silent"}"#)
+        .expect("metrics");
+    assert!(silent >= 1.0, "{silent} silent verdicts");
+}
+
+/// Wait until every thread of process `pid` is stopped (state `T` in `/proc`): `kill`
+/// returns once the signal is sent, and a thread waiting for a CPU stops only when it is
+/// next scheduled. Polled, as for any other process's state: there is no event to await.
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + PATIENCE;
+    let stopped = || -> Option<bool> {
+        let mut all = true;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the command name, which is in parentheses.
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            all &= state == 'T' || state == 't';
+        }
+        Some(all)
+    };
+    while stopped() != Some(true) {
+        assert!(Instant::now() < deadline, "process {pid} never stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// SIGTERM of one node: its clients get 1001, the other nodes answer its addresses 404,

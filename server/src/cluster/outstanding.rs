@@ -140,8 +140,8 @@ impl Outstanding {
         old
     }
 
-    /// Every request waiting on one of `nodes`, taken out.
-    pub(crate) fn take_for(&mut self, nodes: &[NodeId]) -> Vec<Arc<VerdictSlot>> {
+    /// Every request waiting on one of `nodes`, taken out, with the node it waits on.
+    pub(crate) fn take_for(&mut self, nodes: &[NodeId]) -> Vec<(NodeId, Arc<VerdictSlot>)> {
         let mut owed = Vec::new();
         if nodes.is_empty() {
             return owed;
@@ -149,7 +149,7 @@ impl Outstanding {
         self.waiting.retain(|_, (node, slot)| {
             let keep = !nodes.contains(node);
             if !keep {
-                owed.push(Arc::clone(slot));
+                owed.push((*node, Arc::clone(slot)));
             }
             keep
         });

@@ -96,11 +96,8 @@ impl Cluster {
             let silent = self.silent_peers();
             reported.retain(|node| silent.contains(node));
             let owed = self.outstanding().take_for(&silent);
-            if !owed.is_empty() {
-                for node in &silent {
-                    if reported.contains(node) {
-                        continue;
-                    }
+            for (node, slot) in owed {
+                if !reported.contains(&node) {
                     tracing::warn!(
                         event = "cluster_peer_silent",
                         peer = %node,
@@ -108,10 +105,8 @@ impl Cluster {
                          waiting on it get ERR 503 (may not have been delivered)",
                         self.peer_timeout.as_millis()
                     );
-                    reported.push(*node);
+                    reported.push(node);
                 }
-            }
-            for slot in owed {
                 self.fill(&slot, Verdict::Silent);
             }
             let Some(before) = Instant::now().checked_sub(self.timeout) else {
