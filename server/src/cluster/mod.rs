@@ -280,6 +280,18 @@ impl Cluster {
     }
 }
 
+/// The next message of `subscriber`, or `None` once `stop` is cancelled or the
+/// subscription ends: how each of the node's subscription tasks waits.
+async fn next_until(
+    subscriber: &mut Subscriber,
+    stop: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        message = futures_util::StreamExt::next(subscriber) => message,
+    }
+}
+
 fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subscriber;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, wire};
+use super::{Cluster, next_until, wire};
 use crate::addressing::NodeId;
 use crate::remote::Verdict;
 
@@ -112,12 +111,8 @@ impl Cluster {
         stop: CancellationToken,
     ) {
         loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                message = presence.next() => match message {
-                    Some(message) => message,
-                    None => return,
-                },
+            let Some(message) = next_until(&mut presence, &stop).await else {
+                return;
             };
             let (node, peer) = match wire::decode_presence(&message.payload) {
                 Some(wire::Presence::Beat(node)) => (node, Peer::HeardAt(Instant::now())),

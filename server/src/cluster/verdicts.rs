@@ -5,11 +5,10 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::{StatusCode, Subscriber};
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::outstanding::{Outstanding, VerdictSlot};
-use super::{Cluster, wire};
+use super::{Cluster, next_until, wire};
 use crate::metrics::VerdictLabel;
 use crate::remote::Verdict;
 
@@ -37,12 +36,8 @@ impl Cluster {
         stop: CancellationToken,
     ) {
         loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                message = verdicts.next() => match message {
-                    Some(message) => message,
-                    None => return,
-                },
+            let Some(message) = next_until(&mut verdicts, &stop).await else {
+                return;
             };
             let Some((_, token)) = message.subject.rsplit_once('.') else {
                 continue;
