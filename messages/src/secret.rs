@@ -48,6 +48,13 @@ impl Secret {
         }
         hex
     }
+
+    /// The secret's 32 bytes, for a relay that hands a session to another of its nodes.
+    /// Named, like [`Secret::expose_hex`], so that every place that reveals it says so.
+    #[must_use]
+    pub const fn expose_bytes(&self) -> &[u8; BYTES] {
+        &self.0
+    }
 }
 
 impl PartialEq for Secret {

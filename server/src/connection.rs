@@ -279,7 +279,11 @@ where
                 };
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(len as u64);
-                let outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
+                let mut outcome = shared.relay.handle(&mut session, input, std::time::Instant::now());
+                if let Outcome::Claim(claim) = outcome {
+                    // Boxed: only a RESUME of a session another node holds waits here.
+                    outcome = Box::pin(claim_session(&shared, &mut session, claim)).await;
+                }
                 match outcome {
                     Outcome::Forward(forward) => {
                         let route = forward.route;
@@ -497,6 +501,32 @@ fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pendi
     }
 }
 
+/// Ask the cluster for the session a RESUME names, held by another node, and install it
+/// here (docs/cluster.md, "Resume on any node"); what to answer the RESUME.
+async fn claim_session(
+    shared: &Shared,
+    session: &mut crate::relay::Session<Outbox>,
+    claim: crate::remote::Claim,
+) -> Outcome {
+    let Some(cluster) = &shared.cluster else {
+        return shared.relay.claimed(
+            session,
+            crate::remote::Claimed::Refused,
+            std::time::Instant::now(),
+        );
+    };
+    let (claimed, adoption) = cluster.claim(&claim).await;
+    let outcome = shared
+        .relay
+        .claimed(session, claimed, std::time::Instant::now());
+    if let (Outcome::Resumed { .. }, Some(adoption), Some(cell)) =
+        (&outcome, adoption, session.cell())
+    {
+        cluster.adopt(adoption, Arc::clone(cell));
+    }
+    outcome
+}
+
 /// Answer the ROUTE whose verdict came, then every ready reply behind it, up to the next
 /// one still waiting.
 /// Take the head reply, returning its ROUTE's `seq` if a version 2 session sent it.
@@ -680,6 +710,7 @@ fn count(shared: &Shared, outcome: &Outcome) {
         Outcome::Assigned { .. }
         | Outcome::Forward(_)
         | Outcome::Held(_)
+        | Outcome::Claim(_)
         | Outcome::Resumed { .. }
         | Outcome::Refused { .. }
         | Outcome::Ended

@@ -275,6 +275,7 @@ impl SessionHarness {
             Err(Refusal::Full) => Err("full"),
             Err(Refusal::Gone) => Err("gone"),
             Err(Refusal::Away) => Err("away"),
+            Err(Refusal::Moved) => Err("moved"),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::addressing::{Addressing, Home};
 use crate::cluster::Pending;
 use crate::directory::{ConnId, Delivery, Directory, Mailbox};
 use crate::rate::TokenBucket;
-use crate::remote::{Forward, Verdict};
+use crate::remote::{Claim, Claimed, Forward, Verdict};
 use crate::session::{self, Detach, Hold, Owed, Resume, RouteSeq, SessionCell, Sessions};
 
 /// The exact 404 text of the first implementation, which clients match on (rule 3.6).
@@ -61,6 +61,9 @@ pub(crate) enum Outcome {
     /// ROUTE from a version 1 sender to a detached session: held (rule 6.8); the verdict
     /// comes later, and the connection answers in request order as for a forward.
     Held(Pending),
+    /// RESUME of a session this node does not hold: the connection asks the cluster for
+    /// it, then [`Relay::claimed`] says what to answer (docs/cluster.md).
+    Claim(Claim),
     /// Refused: answer ERR `code` with `message`.
     Error { code: u16, message: String },
     /// Version 2: the answer went into the session's stream (an ERR naming its ROUTE,
@@ -106,6 +109,7 @@ impl Outcome {
             Self::Routed
             | Self::Forward(_)
             | Self::Held(_)
+            | Self::Claim(_)
             | Self::Streamed { .. }
             | Self::Ended => None,
             Self::TargetFull => Some(Message::err(codes::UNAVAILABLE, TARGET_FULL_TEXT)),
@@ -341,16 +345,28 @@ impl<M: Mailbox + Clone> Relay<M> {
         route: Option<u64>,
         now: Instant,
     ) -> Outcome {
-        match self.addressing.home(to) {
-            Home::Here => match self.directory.deliver(to, msg.deliver_frame(), hold, now) {
-                Delivery::Queued | Delivery::Held(None) => Outcome::Routed,
-                Delivery::Held(Some(slot)) => Outcome::Held(Pending::held(slot)),
-                Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
-                Delivery::Full => Outcome::TargetFull,
-                Delivery::Away => self.verdict(Verdict::Away),
-            },
-            Home::Node(node) => Outcome::Forward(Forward {
-                node,
+        if let Home::Node(node) = self.addressing.home(to) {
+            // (Also when the target is a session that moved to this very node: see
+            // `Directory::deliver`.)
+            return Outcome::Forward(Forward {
+                node: Some(node),
+                address: to,
+                msg,
+                route,
+            });
+        }
+        match self
+            .directory
+            .deliver(to, msg.deliver_frame(), hold, now, false)
+        {
+            Delivery::Queued | Delivery::Held(None) => Outcome::Routed,
+            Delivery::Held(Some(slot)) => Outcome::Held(Pending::held(slot)),
+            Delivery::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
+            Delivery::Full => Outcome::TargetFull,
+            Delivery::Away => self.verdict(Verdict::Away),
+            // Drawn here, it moved: straight to its subject.
+            Delivery::Moved => Outcome::Forward(Forward {
+                node: None,
                 address: to,
                 msg,
                 route,
@@ -563,7 +579,23 @@ impl<M: Mailbox + Clone> Relay<M> {
                 let result = cell.resume(secret, seq, session.conn, v2.wake.clone(), fresh);
                 Some((cell, result))
             }
-            None => None,
+            None => {
+                // Another node holds it, or did: a cluster claims it (docs/cluster.md).
+                let home = match self.addressing.home(address) {
+                    Home::Node(node) => Some(Some(node)),
+                    Home::Here if self.directory.has_moved(address) => Some(None),
+                    Home::Here => None,
+                };
+                if let Some(home) = home {
+                    return Outcome::Claim(Claim {
+                        address,
+                        secret: secret.clone(),
+                        seq,
+                        home,
+                    });
+                }
+                None
+            }
         };
         match result {
             Some((
@@ -577,19 +609,8 @@ impl<M: Mailbox + Clone> Relay<M> {
                 },
             )) => {
                 self.settle(settled, Verdict::Delivered);
-                if let Some(old) = v2.session.replace(Arc::clone(&cell))
-                    && !Arc::ptr_eq(&old, &cell)
-                {
-                    self.end_if_mine(&old, session.conn);
-                }
-                Outcome::Resumed {
-                    address,
-                    secret,
-                    grace: self.grace_secs(),
-                    routes_accepted,
-                    replayed,
-                    took_over,
-                }
+                let resumed = (secret, routes_accepted, replayed, took_over);
+                self.resumed(v2, session.conn, cell, resumed)
             }
             Some((cell, Resume::Stolen { settled })) => {
                 tracing::warn!(
@@ -601,6 +622,85 @@ impl<M: Mailbox + Clone> Relay<M> {
                 self.failed(session, now)
             }
             Some((_, Resume::Refused)) | None => self.failed(session, now),
+        }
+    }
+
+    /// What to answer a RESUME whose session was claimed from another node (the
+    /// [`Outcome::Claim`] of [`Relay::handle`]): RESUMED once it is installed here, as
+    /// for a local resume; 410 when no node has it; 503 when its holder could not be asked.
+    pub(crate) fn claimed(
+        &self,
+        session: &mut Session<M>,
+        claimed: Claimed,
+        now: Instant,
+    ) -> Outcome {
+        let exported = match claimed {
+            Claimed::Moved(exported) => exported,
+            Claimed::Refused => return self.failed(session, now),
+            Claimed::Unavailable => {
+                return Outcome::error(
+                    codes::UNAVAILABLE,
+                    "the relay node holding this session did not answer in time; send the \
+                     same RESUME again",
+                );
+            }
+        };
+        let (Some(sessions), Some(v2)) = (&self.sessions, session.v2.as_mut()) else {
+            return self.failed(session, now);
+        };
+        let address = exported.address;
+        let (secret, routes_accepted, replayed) = (
+            exported.secret.clone(),
+            exported.routes_accepted,
+            exported.stream.len(),
+        );
+        let cell = SessionCell::import(
+            exported,
+            session.conn,
+            v2.wake.clone(),
+            Arc::clone(sessions),
+        );
+        if !self
+            .directory
+            .install_session(address, session.conn, Arc::clone(&cell))
+        {
+            // Live here already: a second RESUME on this node won the race for it.
+            return Outcome::error(
+                codes::UNAVAILABLE,
+                "this session is being resumed by another connection; send the same RESUME again",
+            );
+        }
+        self.resumed(
+            v2,
+            session.conn,
+            cell,
+            (secret, routes_accepted, replayed, false),
+        )
+    }
+
+    /// The connection has `cell` now (resumed, here or from another node): the session it
+    /// had before, if another, ends; the answer is RESUMED with `(secret, routes accepted,
+    /// replayed, taken over)`.
+    fn resumed(
+        &self,
+        v2: &mut V2,
+        conn: ConnId,
+        cell: Arc<SessionCell>,
+        (secret, routes_accepted, replayed, took_over): (Secret, u64, usize, bool),
+    ) -> Outcome {
+        let address = cell.address;
+        if let Some(old) = v2.session.replace(Arc::clone(&cell))
+            && !Arc::ptr_eq(&old, &cell)
+        {
+            self.end_if_mine(&old, conn);
+        }
+        Outcome::Resumed {
+            address,
+            secret,
+            grace: self.grace_secs(),
+            routes_accepted,
+            replayed,
+            took_over,
         }
     }
 
@@ -653,7 +753,10 @@ impl<M: Mailbox + Clone> Relay<M> {
     pub(crate) fn verdict(&self, verdict: Verdict) -> Outcome {
         match verdict {
             Verdict::Delivered => Outcome::Routed,
-            Verdict::NotFound => Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT),
+            // (`Moved` and `Held` never reach a connection: the cluster link acts on them.)
+            Verdict::NotFound | Verdict::Moved | Verdict::Held => {
+                Outcome::error(codes::NOT_FOUND, NOT_FOUND_TEXT)
+            }
             Verdict::Full => Outcome::TargetFull,
             Verdict::Unreachable => Outcome::error(
                 codes::UNAVAILABLE,

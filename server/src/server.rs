@@ -128,15 +128,9 @@ impl Server {
             let directory = Arc::clone(&directory);
             Box::new(move || directory.live())
         };
-        // A session lives on the node that holds it, and behind a load balancer a resume
-        // lands on any node: until sessions move between nodes, a cluster node does not
-        // offer version 2 at all rather than offer sessions that a reconnect can lose.
-        if config.cluster.is_some() && !config.sessions.grace.is_zero() {
-            tracing::info!(
-                "resumable sessions (compendium.v2) are not offered in cluster mode yet; clients get version 1"
-            );
-        }
-        let sessions = (!config.sessions.grace.is_zero() && config.cluster.is_none()).then(|| {
+        // In cluster mode a RESUME may land on any node: the session moves to it
+        // (docs/cluster.md, "Resume on any node").
+        let sessions = (!config.sessions.grace.is_zero()).then(|| {
             let c = config.sessions;
             Arc::new(Sessions::new(Limits {
                 grace: c.grace,
@@ -174,6 +168,7 @@ impl Server {
                         cluster_config,
                         node,
                         config.max_message_bytes,
+                        config.sessions.hold,
                         Arc::clone(&metrics),
                     )
                     .await?;

@@ -152,7 +152,12 @@ pub(crate) enum Owed {
         session: Weak<SessionCell>,
         route: u64,
     },
+    /// A sender on another node: its verdict goes back over the cluster link.
+    Remote(RemoteVerdict),
 }
+
+/// Sends a held ROUTE's verdict to a sender on another node.
+pub(crate) type RemoteVerdict = Box<dyn FnOnce(Verdict) + Send + Sync>;
 
 impl Owed {
     /// Tell the sender what became of its ROUTE. Call with no session lock held.
@@ -166,13 +171,14 @@ impl Owed {
                     session.push_err(code, &text, route);
                 }
             }
+            Self::Remote(send) => send(verdict),
         }
     }
 }
 
 /// Whether a DELIVER for a detached session may be held, and for whom.
 pub(crate) enum Hold {
-    /// No: refuse it at once (a request from another node, which cannot wait here).
+    /// No: refuse it at once.
     Never,
     /// Yes; a version 1 sender waits for the verdict in its reply order.
     ForReply,
@@ -181,6 +187,8 @@ pub(crate) enum Hold {
         session: Weak<SessionCell>,
         route: u64,
     },
+    /// Yes; a sender on another node hears the verdict over the cluster link.
+    ForRemote(RemoteVerdict),
 }
 
 /// What [`SessionCell::push_deliver`] did with a DELIVER.
@@ -221,6 +229,9 @@ struct State {
     old_secrets: VecDeque<Secret>,
     attached: Option<Attachment>,
     ended: bool,
+    /// Handed over to another node of the cluster (docs/cluster.md, "Resume on any
+    /// node"): what still arrives here goes there.
+    moved: bool,
     /// The `seq` the next frame of the out stream gets.
     next_seq: u64,
     /// The client has everything up to here.
@@ -247,11 +258,66 @@ pub(crate) struct SessionCell {
     pub(crate) address: Address,
     /// The connection that claimed the address in the directory (releasing needs it).
     pub(crate) claimed_by: ConnId,
+    /// Moved here from another node: ROUTEs reach it through its cluster subject only.
+    pub(crate) roaming: bool,
     sessions: Arc<Sessions>,
     state: Mutex<State>,
     /// Wakes the expiry task when a detached session's first held DELIVER arrives, so
     /// that its hold window is timed from then.
     pub(crate) held_arrived: tokio::sync::Notify,
+    /// Set once the session has moved to another node: where an ERR that answers one of
+    /// its ROUTEs, and comes back after the move, is sent (to the session's new holder).
+    late_errs: std::sync::OnceLock<LateErrs>,
+    /// Cancelled when the session ends or moves on: what its cluster subscription, if
+    /// it has one (a session resumed from another node), waits for to stop.
+    pub(crate) over: tokio_util::sync::CancellationToken,
+}
+
+/// Where the ERRs of a session that moved to another node go: code, text, ROUTE `seq`.
+pub(crate) type LateErrs = Box<dyn Fn(u16, &str, u64) + Send + Sync>;
+
+/// A session as it moves to another node: everything its client's RESUME needs there
+/// (docs/cluster.md, "Resume on any node"). The secrets are already rotated for the
+/// RESUME that asked for it; the stream holds what the client has not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exported {
+    pub(crate) address: Address,
+    /// The secret the RESUMED carries.
+    pub(crate) secret: Secret,
+    /// The secret the RESUME used and its `seq`, good until the new one is confirmed.
+    pub(crate) previous: Option<(Secret, u64)>,
+    pub(crate) old_secrets: Vec<Secret>,
+    pub(crate) next_seq: u64,
+    /// The `seq` of the RESUME: the client has everything up to here.
+    pub(crate) acked: u64,
+    pub(crate) routes_accepted: u64,
+    /// Every frame after `acked`, in order.
+    pub(crate) stream: Vec<(u64, Utf8Bytes)>,
+}
+
+impl Exported {
+    /// Why this session cannot be taken in as it is: it came from another node, and is
+    /// checked like any input from the network.
+    pub(crate) fn problem(&self) -> Option<String> {
+        if self.acked >= self.next_seq {
+            return Some(format!(
+                "acknowledged {} of {} sent",
+                self.acked,
+                self.next_seq.saturating_sub(1)
+            ));
+        }
+        let mut last = self.acked;
+        for (seq, _) in &self.stream {
+            if *seq <= last || *seq >= self.next_seq {
+                return Some(format!("stream seq {seq} out of order or range"));
+            }
+            last = *seq;
+        }
+        if self.old_secrets.len() > OLD_SECRETS {
+            return Some(format!("{} old secrets", self.old_secrets.len()));
+        }
+        None
+    }
 }
 
 /// What a RESUME came to.
@@ -333,14 +399,18 @@ impl SessionCell {
         Arc::new(Self {
             address,
             claimed_by: conn,
+            roaming: false,
             sessions,
             held_arrived: tokio::sync::Notify::new(),
+            late_errs: std::sync::OnceLock::new(),
+            over: tokio_util::sync::CancellationToken::new(),
             state: Mutex::new(State {
                 secret,
                 previous: None,
                 old_secrets: VecDeque::new(),
                 attached: Some(Attachment { conn, wake }),
                 ended: false,
+                moved: false,
                 next_seq: 1,
                 acked: 0,
                 written: 0,
@@ -370,6 +440,9 @@ impl SessionCell {
         now: Instant,
     ) -> Result<Pushed, Refusal> {
         let mut state = self.state();
+        if state.moved {
+            return Err(Refusal::Moved);
+        }
         if state.ended {
             return Err(Refusal::Gone);
         }
@@ -386,6 +459,7 @@ impl SessionCell {
                 Hold::Never => return Err(Refusal::Away),
                 Hold::ForReply => Some(Owed::Slot(VerdictSlot::new())),
                 Hold::ForStream { session, route } => Some(Owed::Stream { session, route }),
+                Hold::ForRemote(send) => Some(Owed::Remote(send)),
             };
             let total = self
                 .sessions
@@ -428,6 +502,14 @@ impl SessionCell {
     /// without acknowledging is stopped by [`SessionCell::overflowing`] instead.
     pub(crate) fn push_err(&self, code: u16, text: &str, route: u64) {
         let mut state = self.state();
+        if state.moved {
+            drop(state);
+            // The ROUTE was accepted here before the session moved: its answer follows it.
+            if let Some(send) = self.late_errs.get() {
+                send(code, text, route);
+            }
+            return;
+        }
         if state.ended {
             return;
         }
@@ -463,6 +545,10 @@ impl SessionCell {
     /// The next frames `conn` should write (rule 6.4).
     pub(crate) fn pull(&self, conn: ConnId, max: usize) -> Pull {
         let mut state = self.state();
+        if state.moved {
+            // Resumed on another node: as a takeover here (4001).
+            return Pull::TakenOver;
+        }
         if state.ended && state.attached.is_none() {
             return Pull::Ended;
         }
@@ -542,7 +628,9 @@ impl SessionCell {
     /// Number a ROUTE from this session (rule 6.5).
     pub(crate) fn accept_route(&self, seq: u64) -> RouteSeq {
         let mut state = self.state();
-        if seq <= state.routes_accepted {
+        if state.moved || seq <= state.routes_accepted {
+            // (A ROUTE that reaches a session after it moved is not acted on here: the
+            // client sends it again to the node that has the session now.)
             RouteSeq::Duplicate
         } else if seq == state.routes_accepted + 1 {
             state.routes_accepted = seq;
@@ -569,9 +657,136 @@ impl SessionCell {
         fresh: Secret,
     ) -> Resume {
         let mut state = self.state();
-        if state.ended {
-            return Resume::Refused;
+        let (took_over, settled) = match self.admit(&mut state, secret, seq, fresh.clone()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
+        };
+        state.written = seq;
+        let replayed = state.stream.len();
+        let attachment = Attachment { conn, wake };
+        attachment.wake();
+        state.attached = Some(attachment);
+        state.detached_at = None;
+        state.generation += 1;
+        Resume::Resumed {
+            secret: fresh,
+            routes_accepted: state.routes_accepted,
+            replayed,
+            took_over,
+            settled,
         }
+    }
+
+    /// Whether a RESUME with `secret` and `seq` would resume this session, without
+    /// resuming it: the first step of a resume on another node (docs/cluster.md). A
+    /// superseded secret revokes the session here as it would in [`SessionCell::resume`].
+    pub(crate) fn check(&self, secret: &Secret, seq: u64) -> Resume {
+        let mut state = self.state();
+        match Self::presented(&state, secret) {
+            Presented::Wrong => Resume::Refused,
+            Presented::Stale => Resume::Stolen {
+                settled: self.revoke_locked(&mut state),
+            },
+            Presented::Current | Presented::Previous if seq >= state.next_seq || state.ended => {
+                Resume::Refused
+            }
+            Presented::Current | Presented::Previous => Resume::Resumed {
+                secret: state.secret.clone(),
+                routes_accepted: state.routes_accepted,
+                replayed: 0,
+                took_over: state.attached.is_some(),
+                settled: Vec::new(),
+            },
+        }
+    }
+
+    /// Resume the session for a RESUME that reached another node: as
+    /// [`SessionCell::resume`] (the secrets rotate, the connection attached here is taken
+    /// over, held DELIVERs join the stream), but instead of attaching a connection, the
+    /// session leaves this node: the returned state is all there is of it, and whatever
+    /// still arrives here is refused as [`Refusal::Moved`] (its senders send it on).
+    ///
+    /// # Errors
+    /// [`Resume::Refused`] or [`Resume::Stolen`], as [`SessionCell::resume`].
+    pub(crate) fn export(
+        &self,
+        secret: &Secret,
+        seq: u64,
+        fresh: Secret,
+    ) -> Result<(Exported, Vec<Owed>), Resume> {
+        let mut state = self.state();
+        let (_, settled) = self.admit(&mut state, secret, seq, fresh)?;
+        state.moved = true;
+        state.ended = true;
+        state.bytes = 0;
+        let stream: Vec<(u64, Utf8Bytes)> = state.stream.drain(..).collect();
+        self.over.cancel();
+        Ok((
+            Exported {
+                address: self.address,
+                secret: state.secret.clone(),
+                previous: state.previous.clone(),
+                old_secrets: state.old_secrets.iter().cloned().collect(),
+                next_seq: state.next_seq,
+                acked: state.acked,
+                routes_accepted: state.routes_accepted,
+                stream,
+            },
+            settled,
+        ))
+    }
+
+    /// A session that moved here from another node, attached to `conn` (the connection
+    /// whose RESUME asked for it); `exported` has passed [`Exported::problem`].
+    pub(crate) fn import(
+        exported: Exported,
+        conn: ConnId,
+        wake: mpsc::Sender<String>,
+        sessions: Arc<Sessions>,
+    ) -> Arc<Self> {
+        let bytes = exported.stream.iter().map(|(_, f)| f.len()).sum();
+        let attachment = Attachment { conn, wake };
+        attachment.wake();
+        Arc::new(Self {
+            address: exported.address,
+            claimed_by: conn,
+            roaming: true,
+            sessions,
+            held_arrived: tokio::sync::Notify::new(),
+            late_errs: std::sync::OnceLock::new(),
+            over: tokio_util::sync::CancellationToken::new(),
+            state: Mutex::new(State {
+                secret: exported.secret,
+                previous: exported.previous,
+                old_secrets: exported.old_secrets.into(),
+                attached: Some(attachment),
+                ended: false,
+                moved: false,
+                next_seq: exported.next_seq,
+                acked: exported.acked,
+                written: exported.acked,
+                stream: exported.stream.into(),
+                bytes,
+                held: VecDeque::new(),
+                routes_accepted: exported.routes_accepted,
+                detached_at: None,
+                generation: 0,
+            }),
+        })
+    }
+
+    /// Where ERRs that answer this session's ROUTEs go once it has moved (set once, by
+    /// the cluster link, when it exports the session).
+    pub(crate) fn set_late_errs(&self, send: LateErrs) {
+        let _ = self.late_errs.set(send);
+    }
+
+    /// Whether the session has moved to another node.
+    pub(crate) fn has_moved(&self) -> bool {
+        self.state().moved
+    }
+
+    fn presented(state: &State, secret: &Secret) -> Presented {
         // Compare with every secret, not stopping at a match, so that the time taken says
         // nothing about which matched.
         let current = *secret == state.secret;
@@ -579,32 +794,66 @@ impl SessionCell {
             .previous
             .as_ref()
             .is_some_and(|(previous, _)| previous == secret);
-        if !current && !previous {
-            let stale = state
-                .old_secrets
-                .iter()
-                .fold(false, |found, old| found | (old == secret));
-            if !stale {
-                return Resume::Refused;
-            }
-            let settled = self.end_locked(&mut state);
-            // The live connection, if any, pulls, finds the session over, and closes (4002).
-            state.attached = None;
-            return Resume::Stolen { settled };
+        let stale = state
+            .old_secrets
+            .iter()
+            .fold(false, |found, old| found | (old == secret));
+        if current {
+            Presented::Current
+        } else if previous {
+            Presented::Previous
+        } else if stale {
+            Presented::Stale
+        } else {
+            Presented::Wrong
         }
+    }
+
+    /// A superseded secret was used: the session ends (rule 6.9).
+    fn revoke_locked(&self, state: &mut State) -> Vec<Owed> {
+        let settled = self.end_locked(state);
+        // The live connection, if any, pulls, finds the session over, and closes (4002).
+        state.attached = None;
+        settled
+    }
+
+    /// What [`SessionCell::resume`] and [`SessionCell::export`] share: check the secret
+    /// and `seq`, rotate the secrets, take the session from the connection attached (if
+    /// any), forget what `seq` acknowledges, and move held DELIVERs into the stream.
+    /// Returns whether a connection was taken over, and who is owed "delivered".
+    fn admit(
+        &self,
+        state: &mut State,
+        secret: &Secret,
+        seq: u64,
+        fresh: Secret,
+    ) -> Result<(bool, Vec<Owed>), Resume> {
+        if state.ended {
+            return Err(Resume::Refused);
+        }
+        let current = match Self::presented(state, secret) {
+            Presented::Wrong => return Err(Resume::Refused),
+            Presented::Stale => {
+                return Err(Resume::Stolen {
+                    settled: self.revoke_locked(state),
+                });
+            }
+            Presented::Current => true,
+            Presented::Previous => false,
+        };
         if seq >= state.next_seq {
             // The client claims more than was ever sent: not this session's client.
-            return Resume::Refused;
+            return Err(Resume::Refused);
         }
-        let replaced = std::mem::replace(&mut state.secret, fresh.clone());
+        let replaced = std::mem::replace(&mut state.secret, fresh);
         if current {
             // The last RESUMED arrived: its predecessor is superseded, and the secret just
             // used stays good until this RESUMED is known to have arrived.
-            Self::confirm(&mut state);
+            Self::confirm(state);
             state.previous = Some((replaced, seq));
         } else {
             // The last RESUMED was lost: the secret it carried reached nobody we know of.
-            Self::supersede(&mut state, replaced);
+            Self::supersede(state, replaced);
             state.previous = Some((secret.clone(), seq));
         }
         let took_over = match state.attached.take() {
@@ -621,8 +870,7 @@ impl SessionCell {
                 false
             }
         };
-        Self::forget_upto(&mut state, seq);
-        state.written = seq;
+        Self::forget_upto(state, seq);
         let mut settled = Vec::new();
         while let Some(held) = state.held.pop_front() {
             state.bytes -= held.frame.len();
@@ -633,19 +881,7 @@ impl SessionCell {
             state.stream.push_back((seq, Utf8Bytes::from(frame)));
             settled.extend(held.owed);
         }
-        let replayed = state.stream.len();
-        let attachment = Attachment { conn, wake };
-        attachment.wake();
-        state.attached = Some(attachment);
-        state.detached_at = None;
-        state.generation += 1;
-        Resume::Resumed {
-            secret: fresh,
-            routes_accepted: state.routes_accepted,
-            replayed,
-            took_over,
-            settled,
-        }
+        Ok((took_over, settled))
     }
 
     /// The connection `conn` is gone without END: keep the session for the grace period
@@ -673,6 +909,7 @@ impl SessionCell {
                 .detached_bytes
                 .fetch_sub(state.bytes, Ordering::AcqRel);
             state.ended = true;
+            self.over.cancel();
             return Detach::Overflow;
         }
         state.detached_at = Some(now);
@@ -691,6 +928,7 @@ impl SessionCell {
             return Vec::new();
         }
         state.ended = true;
+        self.over.cancel();
         if state.attached.is_none() {
             self.sessions.detached.fetch_sub(1, Ordering::AcqRel);
             self.sessions
@@ -762,6 +1000,16 @@ impl SessionCell {
     }
 }
 
+/// What a secret presented by a RESUME is to a session (rule 6.9).
+enum Presented {
+    Current,
+    /// The one the last RESUME used, while its RESUMED is not known to have arrived.
+    Previous,
+    /// Superseded: whoever holds it is not the client.
+    Stale,
+    Wrong,
+}
+
 /// What [`SessionCell::detach`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Detach {
@@ -809,6 +1057,106 @@ mod tests {
 
     fn texts(frames: &[Utf8Bytes]) -> Vec<String> {
         frames.iter().map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn an_exported_session_is_the_same_session_on_its_new_node_and_nothing_here() {
+        let (cell, _rx, secret) = cell();
+        let now = Instant::now();
+        for n in 1..=3 {
+            assert!(cell.push_deliver(frame(n), Hold::ForReply, now).is_ok());
+        }
+        assert_eq!(cell.accept_route(1), RouteSeq::Next);
+        // The check alone changes nothing.
+        assert!(matches!(cell.check(&secret, 1), Resume::Resumed { .. }));
+        assert!(matches!(
+            cell.check(&Secret::from_bytes([9; 32]), 1),
+            Resume::Refused
+        ));
+        assert!(
+            matches!(cell.check(&secret, 4), Resume::Refused),
+            "beyond what was sent"
+        );
+        let fresh = Secret::from_bytes([2; 32]);
+        let Ok((exported, settled)) = cell.export(&secret, 1, fresh.clone()) else {
+            panic!("exports")
+        };
+        assert!(settled.is_empty());
+        assert_eq!(exported.problem(), None);
+        assert_eq!(
+            (exported.acked, exported.next_seq, exported.routes_accepted),
+            (1, 4, 1)
+        );
+        assert_eq!(
+            exported.stream.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert!(
+            exported.secret == fresh && exported.previous.as_ref().is_some_and(|p| p.0 == secret)
+        );
+        // What is left here: nothing to pull, nothing taken, the old connection told.
+        assert!(matches!(cell.pull(ConnId(1), 64), Pull::TakenOver));
+        assert!(matches!(
+            cell.push_deliver(frame(4), Hold::ForReply, now),
+            Err(Refusal::Moved)
+        ));
+        assert_eq!(
+            cell.accept_route(2),
+            RouteSeq::Duplicate,
+            "acted on where it went"
+        );
+        assert!(cell.over.is_cancelled() && cell.has_moved());
+
+        let (tx, _rx2) = mpsc::channel(8);
+        let sessions = Arc::new(Sessions::new(limits()));
+        let there = SessionCell::import(exported, ConnId(7), tx, sessions);
+        assert!(there.roaming);
+        let Pull::Frames(frames) = there.pull(ConnId(7), 64) else {
+            panic!()
+        };
+        assert_eq!(frames.len(), 2, "the replay");
+        assert!(there.push_deliver(frame(4), Hold::ForReply, now).is_ok());
+        let Pull::Frames(frames) = there.pull(ConnId(7), 64) else {
+            panic!()
+        };
+        assert_eq!(
+            texts(&frames),
+            [r#"{"type":"DELIVER","seq":4,"msg":{"n":4}}"#]
+        );
+        assert_eq!(there.accept_route(2), RouteSeq::Next);
+        // The secret it was resumed with stays good until the new one is confirmed.
+        assert!(matches!(there.check(&secret, 1), Resume::Resumed { .. }));
+        assert!(matches!(there.check(&fresh, 1), Resume::Resumed { .. }));
+    }
+
+    #[test]
+    fn an_inconsistent_state_from_another_node_is_refused() {
+        let good = Exported {
+            address: Address::from_bits(1),
+            secret: Secret::from_bytes([1; 32]),
+            previous: None,
+            old_secrets: Vec::new(),
+            next_seq: 5,
+            acked: 2,
+            routes_accepted: 0,
+            stream: vec![
+                (3, Utf8Bytes::from_static("a")),
+                (4, Utf8Bytes::from_static("b")),
+            ],
+        };
+        assert_eq!(good.problem(), None);
+        let mut bad = good.clone();
+        bad.stream.swap(0, 1);
+        assert!(bad.problem().is_some());
+        let mut bad = good.clone();
+        bad.acked = 5;
+        assert!(bad.problem().is_some());
+        let mut bad = good;
+        bad.stream.push((5, Utf8Bytes::from_static("c")));
+        assert!(
+            bad.problem().is_some(),
+            "a frame numbered past what was sent"
+        );
     }
 
     #[test]

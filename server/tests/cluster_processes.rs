@@ -431,7 +431,7 @@ fn nodes_need_no_subject_outside_their_prefix() {
             .env("COMPENDIUM_CLUSTER_KEY", KEY);
         Relay::start(command).expect("the node starts")
     };
-    let (mut node1, node2) = (start("node1"), start("node2"));
+    let (mut node1, mut node2) = (start("node1"), start("node2"));
     runtime().block_on(async {
         let mut a = Client::connect(node1.url()).await;
         let mut b = Client::connect(node2.url()).await;
@@ -440,13 +440,26 @@ fn nodes_need_no_subject_outside_their_prefix() {
         assert_eq!(b.recv_text().await, deliver(r#"{"within":"permissions"}"#));
         let (replies, _) = a.sync().await;
         assert!(replies.is_empty(), "{replies:?}");
+        // A session moving between the nodes (claims, inboxes, its own subject).
+        let mut phone = Client::connect_v2(node1.url()).await;
+        let (address, secret) = phone.init_v2().await;
+        let mut moved = Client::connect_v2(node2.url()).await;
+        moved.send(&support::resume(&address, &secret, 0)).await;
+        let reply = moved.recv_json_skipping_acks().await;
+        assert_eq!(reply["type"], "RESUMED", "{reply}");
+        b.route(&address, r#"{"to":"moved"}"#).await;
+        let got = moved.recv_json_skipping_acks().await;
+        assert_eq!(got["msg"]["to"], "moved", "{got}");
     });
-    // No permission violation was reported to the node.
-    let violations: Vec<&String> = node1
-        .process
-        .lines()
-        .iter()
-        .filter(|l| l.to_lowercase().contains("permission"))
-        .collect();
-    assert!(violations.is_empty(), "{violations:?}");
+    // No permission violation was reported to either node.
+    for node in [&mut node1, &mut node2] {
+        let violations: Vec<String> = node
+            .process
+            .lines()
+            .iter()
+            .filter(|l| l.to_lowercase().contains("permission"))
+            .cloned()
+            .collect();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
 }

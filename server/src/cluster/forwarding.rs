@@ -10,8 +10,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outstanding::VerdictSlot;
+use super::outstanding::{Stage, VerdictSlot, Waiting};
 use super::{Cluster, unix_millis, wire};
+use crate::addressing::NodeId;
 use crate::remote::{Forward, Verdict};
 
 /// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
@@ -36,22 +37,77 @@ impl Cluster {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = VerdictSlot::new();
-        self.outstanding()
-            .insert(id, forward.node, Arc::clone(&slot));
         let expires = unix_millis(SystemTime::now() + self.timeout);
-        let payload = wire::encode_request(expires, forward.address, forward.msg.as_str());
-        let outgoing = Outgoing {
-            id,
-            subject: format!("{}.node.{}", self.prefix, forward.node),
-            reply: format!("{}.verdict.{}.{id}", self.prefix, self.node),
-            payload: Bytes::from(payload),
+        let payload = Bytes::from(wire::encode_request(
+            expires,
+            forward.address,
+            forward.msg.as_str(),
+        ));
+        let (subject, stage) = match forward.node {
+            Some(node) => (
+                format!("{}.node.{node}", self.prefix),
+                Stage::Home {
+                    node,
+                    address: forward.address,
+                    payload: payload.clone(),
+                },
+            ),
+            None => (
+                self.session_subject(forward.address),
+                Stage::Session { home: None },
+            ),
         };
-        if self.outgoing.send(outgoing).is_err() {
-            // The publisher has stopped: the node is shutting down.
-            self.outstanding().take(id);
+        self.outstanding().insert(
+            id,
+            Waiting {
+                slot: Arc::clone(&slot),
+                stage,
+                deadline: slot.started + self.timeout,
+            },
+        );
+        if !self.enqueue(id, subject, payload) {
             return Pending::ready(Verdict::Unreachable);
         }
         Pending(PendingState::Waiting(slot))
+    }
+
+    /// Send request `id` on to the subject of its target's session, which is not (or no
+    /// longer) with the node that drew its address; `home` is that node if nobody answered
+    /// for it, `None` if it said the session moved.
+    pub(super) fn send_on(
+        &self,
+        id: u64,
+        waiting: Waiting,
+        address: compendium_messages::Address,
+        payload: Bytes,
+        home: Option<NodeId>,
+    ) {
+        self.outstanding().insert(
+            id,
+            Waiting {
+                stage: Stage::Session { home },
+                ..waiting
+            },
+        );
+        self.enqueue(id, self.session_subject(address), payload);
+    }
+
+    /// Queue request `id` for the publisher; `false` (and its verdict taken out) if the
+    /// publisher has stopped: the node is shutting down.
+    fn enqueue(&self, id: u64, subject: String, payload: Bytes) -> bool {
+        let outgoing = Outgoing {
+            id,
+            subject,
+            reply: format!("{}.verdict.{}.{id}", self.prefix, self.node),
+            payload,
+        };
+        if self.outgoing.send(outgoing).is_err() {
+            if let Some(waiting) = self.outstanding().take(id) {
+                waiting.slot.fill(Verdict::Unreachable);
+            }
+            return false;
+        }
+        true
     }
 
     /// Publish the forwarded ROUTEs, in the order they were forwarded, until `stop` (and
@@ -99,8 +155,8 @@ impl Cluster {
             .await
         {
             tracing::debug!(error = %err, "cluster link: cannot publish a forwarded ROUTE");
-            if let Some((_, slot)) = self.outstanding().take(outgoing.id) {
-                self.fill(&slot, Verdict::Unreachable);
+            if let Some(waiting) = self.outstanding().take(outgoing.id) {
+                self.fill(&waiting.slot, Verdict::Unreachable);
             }
         }
     }

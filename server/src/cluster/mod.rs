@@ -4,8 +4,9 @@
 //! it (`addressing::Sealed`). A ROUTE to another node's address is published once to that
 //! node's subject with a reply subject naming the request; the node delivers it to its
 //! directory exactly as it would a local ROUTE and answers one byte, the verdict. Each
-//! node has exactly three subscriptions — its requests, its verdicts and the cluster's
-//! presence beats — whatever its number of connections. Everything else (INIT, re-INIT,
+//! node has four subscriptions — its requests, its verdicts, the cluster's presence beats
+//! and claims for its sessions — whatever its number of connections; a session that moved
+//! to another node (`handover`) adds one, at the node that holds it. Everything else (INIT, re-INIT,
 //! release, routes between two connections of one node) never touches NATS.
 //!
 //! When nobody subscribes to the holder's subject, NATS answers "no responders". That
@@ -14,6 +15,8 @@
 //! 503: try again), a node silent for longer, or that said it was leaving, is gone (404).
 
 mod forwarding;
+mod handover;
+mod handover_wire;
 mod link;
 mod outstanding;
 mod presence;
@@ -29,7 +32,7 @@ pub(crate) use verdicts::verdict_label;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::{ConnectOptions, Subscriber};
@@ -65,6 +68,12 @@ pub(crate) struct Cluster {
     /// When each other node was last heard from, or that it left.
     peers: Mutex<HashMap<NodeId, Peer>>,
     metrics: Arc<Metrics>,
+    /// This node's directory, once it serves: where requests and claims are answered from.
+    directory: OnceLock<Arc<Directory<Outbox>>>,
+    max_message_bytes: usize,
+    /// How long a ROUTE may be held for a detached session (`--resume-hold`): a sender
+    /// told its ROUTE is held waits that much longer for the verdict.
+    hold: Duration,
 }
 
 /// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
@@ -73,6 +82,7 @@ pub(crate) struct Subscriptions {
     requests: Subscriber,
     verdicts: Subscriber,
     presence: Subscriber,
+    claims: Subscriber,
     outgoing: mpsc::UnboundedReceiver<Outgoing>,
 }
 
@@ -87,6 +97,7 @@ impl Cluster {
         config: &ClusterConfig,
         node: NodeId,
         max_message_bytes: usize,
+        hold: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, Subscriptions), Error> {
         let urls = config
@@ -107,6 +118,9 @@ impl Cluster {
             .client_capacity(1 << 16)
             .subscription_capacity(1 << 16)
             .max_reconnects(None)
+            // A session's move is answered on inboxes (cluster/handover.rs): under the
+            // prefix too, so that the relay's user needs no subject outside it.
+            .custom_inbox_prefix(format!("{}._INBOX", config.subject_prefix))
             // Fail over fast, well within the other nodes' peer timeout: the first retry
             // at once (it tries the next server), then 50 ms more each time, at most 1 s.
             .reconnect_delay_callback(|attempts| {
@@ -169,6 +183,10 @@ impl Cluster {
             .subscribe(format!("{prefix}.presence"))
             .await
             .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        let claims = client
+            .subscribe(format!("{prefix}.claim.{node}"))
+            .await
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
         // The subscriptions must be in place at the server before this node hands out an
         // address that another node might route to.
         client
@@ -198,6 +216,9 @@ impl Cluster {
             next_id: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
             metrics,
+            directory: OnceLock::new(),
+            max_message_bytes,
+            hold,
         });
         // The others hear of this node before it hands out its first address.
         cluster.beat(wire::Presence::Beat(node)).await;
@@ -207,6 +228,7 @@ impl Cluster {
                 requests,
                 verdicts,
                 presence,
+                claims,
                 outgoing,
             },
         ))
@@ -249,6 +271,8 @@ impl Cluster {
         tasks: &tokio_util::task::TaskTracker,
         stop: &CancellationToken,
     ) {
+        let _ = self.directory.set(Arc::clone(&directory));
+        tasks.spawn(Arc::clone(self).serve_claims(subscriptions.claims, stop.clone()));
         tasks.spawn(Arc::clone(self).serve_requests(
             subscriptions.requests,
             directory,

@@ -93,6 +93,8 @@ fn code(verdict: Verdict) -> u8 {
         Verdict::Refused => 7,
         Verdict::Away => 8,
         Verdict::Silent => 9,
+        Verdict::Moved => 10,
+        Verdict::Held => 11,
     }
 }
 
@@ -107,51 +109,80 @@ fn decode(code: u8) -> Option<Verdict> {
         7 => Verdict::Refused,
         8 => Verdict::Away,
         9 => Verdict::Silent,
+        10 => Verdict::Moved,
+        11 => Verdict::Held,
         _ => return None,
     })
+}
+
+/// Where a forwarded ROUTE stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Stage {
+    /// Sent to the node that drew the target address (its home), which owes the verdict.
+    /// `payload` is kept to send again to the session's subject, should the home say the
+    /// session moved, or nobody answer for the home (docs/cluster.md).
+    Home {
+        node: NodeId,
+        address: compendium_messages::Address,
+        payload: bytes::Bytes,
+    },
+    /// Sent to the subject of the target's session, which moved away from its home.
+    /// `home`: the home that nobody answered for (if that is why); `None` when the home
+    /// said the session moved, or is this node.
+    Session { home: Option<NodeId> },
+}
+
+/// A forwarded ROUTE waiting for its verdict.
+pub(crate) struct Waiting {
+    pub(crate) slot: Arc<VerdictSlot>,
+    pub(crate) stage: Stage,
+    /// When its sender stops waiting (503): the cluster timeout after it was forwarded,
+    /// or, once its holder said it holds it for a detached session, the hold window more.
+    pub(crate) deadline: Instant,
 }
 
 /// The forwarded ROUTEs still waiting for a verdict, by request id.
 #[derive(Default)]
 pub(crate) struct Outstanding {
-    waiting: HashMap<u64, (NodeId, Arc<VerdictSlot>)>,
+    waiting: HashMap<u64, Waiting>,
 }
 
 impl Outstanding {
-    pub(crate) fn insert(&mut self, id: u64, node: NodeId, slot: Arc<VerdictSlot>) {
-        self.waiting.insert(id, (node, slot));
+    pub(crate) fn insert(&mut self, id: u64, waiting: Waiting) {
+        self.waiting.insert(id, waiting);
     }
 
-    /// Request `id` and the node it went to, taken out.
-    pub(crate) fn take(&mut self, id: u64) -> Option<(NodeId, Arc<VerdictSlot>)> {
+    /// Request `id`, taken out.
+    pub(crate) fn take(&mut self, id: u64) -> Option<Waiting> {
         self.waiting.remove(&id)
     }
 
-    /// Every request forwarded before `before`, taken out.
-    pub(crate) fn take_older(&mut self, before: Instant) -> Vec<Arc<VerdictSlot>> {
+    /// Every request whose deadline is `now` or earlier, taken out.
+    pub(crate) fn take_overdue(&mut self, now: Instant) -> Vec<Arc<VerdictSlot>> {
         let mut old = Vec::new();
-        self.waiting.retain(|_, (_, slot)| {
-            let keep = slot.started >= before;
+        self.waiting.retain(|_, waiting| {
+            let keep = waiting.deadline > now;
             if !keep {
-                old.push(Arc::clone(slot));
+                old.push(Arc::clone(&waiting.slot));
             }
             keep
         });
         old
     }
 
-    /// Every request waiting on one of `nodes`, taken out, with the node it waits on.
+    /// Every request waiting on one of `nodes` (as the home that owes its verdict), taken
+    /// out, with the node it waits on.
     pub(crate) fn take_for(&mut self, nodes: &[NodeId]) -> Vec<(NodeId, Arc<VerdictSlot>)> {
         let mut owed = Vec::new();
         if nodes.is_empty() {
             return owed;
         }
-        self.waiting.retain(|_, (node, slot)| {
-            let keep = !nodes.contains(node);
-            if !keep {
-                owed.push((*node, Arc::clone(slot)));
+        self.waiting.retain(|_, waiting| match &waiting.stage {
+            Stage::Home { node, .. } if nodes.contains(node) => {
+                owed.push((*node, Arc::clone(&waiting.slot)));
+                false
             }
-            keep
+            _ => true,
         });
         owed
     }
@@ -172,6 +203,18 @@ mod tests {
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waiting(node: u32, deadline: Instant) -> Waiting {
+        Waiting {
+            slot: VerdictSlot::new(),
+            stage: Stage::Home {
+                node: NodeId(node),
+                address: compendium_messages::Address::from_bits(1),
+                payload: bytes::Bytes::new(),
+            },
+            deadline,
         }
     }
 
@@ -210,30 +253,45 @@ mod tests {
     #[test]
     fn a_request_is_taken_once_and_the_old_ones_are_swept() {
         let mut table = Outstanding::default();
+        let now = Instant::now();
         for id in 1..=3 {
-            table.insert(id, NodeId(id as u32 % 2), VerdictSlot::new());
+            table.insert(id, waiting(id as u32 % 2, now));
         }
-        assert_eq!(table.take(2).map(|(node, _)| node), Some(NodeId(0)));
+        assert!(matches!(
+            table.take(2).map(|w| w.stage),
+            Some(Stage::Home {
+                node: NodeId(0),
+                ..
+            })
+        ));
         assert!(table.take(2).is_none(), "a verdict is used once");
-        let later = Instant::now() + std::time::Duration::from_millis(1);
-        table.insert(4, NodeId(0), VerdictSlot::new());
-        assert_eq!(
-            table.take_older(later).len(),
-            3,
-            "1, 3 and 4 were forwarded before"
-        );
-        assert_eq!(table.len(), 0);
+        let later = now + std::time::Duration::from_millis(1);
+        table.insert(4, waiting(0, later));
+        table.insert(5, waiting(0, later + std::time::Duration::from_millis(1)));
+        assert_eq!(table.take_overdue(later).len(), 3, "1, 3 and 4 are due");
+        assert_eq!(table.len(), 1, "5 is not due yet");
     }
 
     #[test]
     fn the_requests_owed_by_silent_nodes_are_taken_and_no_others() {
         let mut table = Outstanding::default();
+        let now = Instant::now();
         for id in 1..=6 {
-            table.insert(id, NodeId(id as u32 % 3), VerdictSlot::new());
+            table.insert(id, waiting(id as u32 % 3, now));
         }
+        // Sent on to a session's subject: no longer owed by its home.
+        let mut sent_on = waiting(1, now);
+        sent_on.stage = Stage::Session {
+            home: Some(NodeId(1)),
+        };
+        table.insert(7, sent_on);
         assert!(table.take_for(&[]).is_empty());
         assert_eq!(table.take_for(&[NodeId(1), NodeId(2)]).len(), 4);
-        assert_eq!(table.len(), 2, "node 0's requests 3 and 6 still wait");
-        assert!(table.take(3).is_some() && table.take(6).is_some());
+        assert_eq!(
+            table.len(),
+            3,
+            "node 0's requests 3 and 6 still wait, and 7"
+        );
+        assert!(table.take(3).is_some() && table.take(6).is_some() && table.take(7).is_some());
     }
 }

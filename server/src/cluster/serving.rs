@@ -15,6 +15,7 @@ use super::{Cluster, unix_millis, wire};
 use crate::connection::Outbox;
 use crate::directory::{Delivery, Directory};
 use crate::remote::Verdict;
+use crate::session::{Hold, RemoteVerdict};
 
 impl Cluster {
     /// Deliver requests from other nodes to this node's connections, in the order they
@@ -57,10 +58,16 @@ impl Cluster {
                 return;
             };
             self.metrics.cluster_routes_received.inc();
-            let verdict = judge(&directory, &message.payload, max_message_bytes);
             let Some(reply) = message.reply else {
                 continue;
             };
+            let verdict = judge(
+                &directory,
+                &message.payload,
+                max_message_bytes,
+                false,
+                || self.verdict_sender(reply.clone()),
+            );
             if verdict == Verdict::Delivered && acks.add(reply.as_str()) {
                 if acks.full() {
                     self.send_acks(&mut acks).await;
@@ -74,6 +81,19 @@ impl Cluster {
         }
     }
 
+    /// What answers a request held for a detached session, once its verdict is known.
+    pub(super) fn verdict_sender(&self, reply: async_nats::Subject) -> RemoteVerdict {
+        let client = self.client.clone();
+        Box::new(move |verdict| {
+            let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
+            tokio::spawn(async move {
+                if let Err(err) = client.publish(reply, answer).await {
+                    tracing::debug!(error = %err, "cluster link: cannot answer a held ROUTE");
+                }
+            });
+        })
+    }
+
     /// Send the acknowledgements gathered so far.
     async fn send_acks(&self, acks: &mut Acks) {
         for (subject, payload) in acks.take() {
@@ -85,8 +105,17 @@ impl Cluster {
 }
 
 /// What this node says to a request from another: the same as for a local ROUTE, once the
-/// request has been checked like any input from the network.
-fn judge(directory: &Directory<Outbox>, bytes: &[u8], max_message_bytes: usize) -> Verdict {
+/// request has been checked like any input from the network. `from_subject`: it came on
+/// the subject of a session that moved here. A ROUTE to a detached session is held as a
+/// local one would be (rule 6.8): the answer is [`Verdict::Held`] now, and `held` makes
+/// what sends the final verdict when there is one.
+pub(super) fn judge(
+    directory: &Directory<Outbox>,
+    bytes: &[u8],
+    max_message_bytes: usize,
+    from_subject: bool,
+    held: impl FnOnce() -> RemoteVerdict,
+) -> Verdict {
     let request = match wire::decode_request(bytes) {
         Ok(request) => request,
         Err(err) => {
@@ -108,18 +137,19 @@ fn judge(directory: &Directory<Outbox>, bytes: &[u8], max_message_bytes: usize) 
         tracing::warn!("cluster link: a request whose msg is not a valid JSON object was refused");
         return Verdict::Refused;
     };
-    // A request from another node cannot wait here for a detached session: it is refused
-    // at once (rule 6.8), with the same verdict as a full queue.
-    let hold = crate::session::Hold::Never;
-    match directory.deliver(
-        request.address,
-        payload.deliver_frame(),
-        hold,
-        Instant::now(),
-    ) {
-        Delivery::Queued | Delivery::Held(_) => Verdict::Delivered,
+    let deliver =
+        |frame, hold| directory.deliver(request.address, frame, hold, Instant::now(), from_subject);
+    // Not held first: what a verdict sender costs is only paid for a detached target.
+    let delivery = match deliver(payload.deliver_frame(), Hold::Never) {
+        Delivery::Away => deliver(payload.deliver_frame(), Hold::ForRemote(held())),
+        delivery => delivery,
+    };
+    match delivery {
+        Delivery::Queued => Verdict::Delivered,
+        Delivery::Held(_) => Verdict::Held,
         Delivery::NotFound => Verdict::NotFound,
         Delivery::Full | Delivery::Away => Verdict::Full,
+        Delivery::Moved => Verdict::Moved,
     }
 }
 

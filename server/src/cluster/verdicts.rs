@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::{StatusCode, Subscriber};
 use tokio_util::sync::CancellationToken;
 
-use super::outstanding::{Outstanding, VerdictSlot};
+use super::outstanding::{Outstanding, Stage, VerdictSlot, Waiting};
 use super::{Cluster, next_until, wire};
 use crate::metrics::VerdictLabel;
 use crate::remote::Verdict;
@@ -49,26 +49,58 @@ impl Cluster {
                 };
                 let mut outstanding = self.outstanding();
                 for id in ids {
-                    if let Some((_, slot)) = outstanding.take(id) {
-                        self.fill(&slot, Verdict::Delivered);
+                    if let Some(waiting) = outstanding.take(id) {
+                        self.fill(&waiting.slot, Verdict::Delivered);
                     }
                 }
                 continue;
             }
-            let Some((node, slot)) = token
+            let Some((id, waiting)) = token
                 .parse::<u64>()
                 .ok()
-                .and_then(|id| self.outstanding().take(id))
+                .and_then(|id| Some((id, self.outstanding().take(id)?)))
             else {
                 continue;
             };
             // NATS answers for the holder when nobody subscribes to its subject.
-            let verdict = if message.status == Some(StatusCode::NO_RESPONDERS) {
-                self.absent(node)
-            } else {
-                wire::decode_verdict(&message.payload)
+            let verdict = (message.status != Some(StatusCode::NO_RESPONDERS))
+                .then(|| wire::decode_verdict(&message.payload));
+            if verdict == Some(Verdict::Held) {
+                // Held for a detached session (rule 6.8): the verdict comes when it
+                // resumes, or when the hold window has passed.
+                let deadline = Instant::now() + self.hold + self.timeout;
+                self.outstanding().insert(
+                    id,
+                    Waiting {
+                        deadline,
+                        ..waiting
+                    },
+                );
+                continue;
+            }
+            let verdict = match (waiting.stage.clone(), verdict) {
+                // The home does not have the session: it moved (it says so), or the home
+                // is gone and the session may live on elsewhere. Ask the session itself.
+                (
+                    Stage::Home {
+                        node,
+                        address,
+                        payload,
+                    },
+                    None | Some(Verdict::Moved),
+                ) => {
+                    let home = verdict.is_none().then_some(node);
+                    self.send_on(id, waiting, address, payload, home);
+                    continue;
+                }
+                // Nobody holds the session: gone, or its home failing over (as before).
+                (Stage::Session { home: Some(node) }, None) => self.absent(node),
+                (Stage::Session { home: None }, None) => Verdict::NotFound,
+                // Moving on again this very moment: try again.
+                (Stage::Session { .. }, Some(Verdict::Moved)) => Verdict::Absent,
+                (_, Some(verdict)) => verdict,
             };
-            self.fill(&slot, verdict);
+            self.fill(&waiting.slot, verdict);
         }
     }
 
@@ -104,10 +136,7 @@ impl Cluster {
                 }
                 self.fill(&slot, Verdict::Silent);
             }
-            let Some(before) = Instant::now().checked_sub(self.timeout) else {
-                continue;
-            };
-            let expired = self.outstanding().take_older(before);
+            let expired = self.outstanding().take_overdue(Instant::now());
             for slot in expired {
                 self.fill(&slot, Verdict::TimedOut);
             }
@@ -128,6 +157,8 @@ pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
             Verdict::Refused => "refused",
             Verdict::Away => "away",
             Verdict::Silent => "silent",
+            Verdict::Moved => "moved",
+            Verdict::Held => "held",
         },
     }
 }

@@ -99,10 +99,12 @@ pub(crate) fn encode_verdict(verdict: Verdict) -> [u8; 1] {
         // is what a node concludes when nobody answers.
         Verdict::Unreachable => 5,
         Verdict::Absent => 6,
-        // Never sent either: a node answers a request for a detached session with Full.
+        // A ROUTE held for a detached session that did not resume in time.
         Verdict::Away => 7,
         // Never sent: what a node concludes of another that stopped beating.
         Verdict::Silent => 8,
+        Verdict::Moved => 9,
+        Verdict::Held => 10,
     }]
 }
 
@@ -115,6 +117,9 @@ pub(crate) fn decode_verdict(bytes: &[u8]) -> Verdict {
         [3] => Verdict::TimedOut,
         [5] => Verdict::Unreachable,
         [6] => Verdict::Absent,
+        [7] => Verdict::Away,
+        [9] => Verdict::Moved,
+        [10] => Verdict::Held,
         _ => Verdict::Refused,
     }
 }
@@ -247,11 +252,14 @@ mod tests {
             Verdict::Refused,
             Verdict::Unreachable,
             Verdict::Absent,
+            Verdict::Moved,
+            Verdict::Held,
+            Verdict::Away,
         ] {
             assert_eq!(decode_verdict(&encode_verdict(verdict)), verdict);
         }
         assert_eq!(decode_verdict(&[]), Verdict::Refused);
         assert_eq!(decode_verdict(&[0, 0]), Verdict::Refused);
-        assert_eq!(decode_verdict(&[9]), Verdict::Refused);
+        assert_eq!(decode_verdict(&[11]), Verdict::Refused);
     }
 }
