@@ -1,12 +1,13 @@
 //! The sending side of a ROUTE to another node: queued in the order its connection made
 //! it, published in batches, and the [`Pending`] verdict its connection polls.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use compendium_messages::Address;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +18,9 @@ use crate::remote::{Forward, Verdict};
 
 /// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
 const PUBLISH_BATCH: usize = 256;
+
+/// The most sessions that moved to which this node keeps numbering its ROUTEs.
+const MAX_SESSION_STREAMS: usize = 65_536;
 
 /// A forwarded ROUTE, encoded, waiting to be published.
 pub(super) struct Outgoing {
@@ -52,11 +56,9 @@ impl Cluster {
                     payload: payload.clone(),
                 },
             ),
-            None => (
-                self.session_subject(forward.address),
-                Stage::Session { home: None },
-            ),
+            None => (String::new(), Stage::Session { home: None }),
         };
+        let to_session = forward.node.is_none();
         self.outstanding().insert(
             id,
             Waiting {
@@ -65,10 +67,42 @@ impl Cluster {
                 deadline: slot.started + self.timeout,
             },
         );
-        if !self.enqueue(id, subject, payload) {
+        let queued = if to_session {
+            self.enqueue_for_session(id, forward.address, &payload)
+        } else {
+            self.enqueue(id, subject, payload)
+        };
+        if !queued {
             return Pending::ready(Verdict::Unreachable);
         }
         Pending(PendingState::Waiting(slot))
+    }
+
+    /// Queue request `id` (its v1 bytes) for the subject of `address`'s session, numbered
+    /// in this node's stream to it: numbered and queued under one lock, so that the
+    /// numbers follow the order of publication.
+    fn enqueue_for_session(&self, id: u64, address: Address, request: &[u8]) -> bool {
+        let mut streams = self
+            .session_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if streams.len() >= MAX_SESSION_STREAMS && !streams.contains_key(&address) {
+            // Forget them all: each target's next request starts a new stream (a new id,
+            // from 1), which its holder tells apart from the old one.
+            streams.clear();
+        }
+        let next_stream = &self.next_stream;
+        let (stream, seq) = streams
+            .entry(address)
+            .or_insert_with(|| (next_stream.fetch_add(1, Ordering::Relaxed) as u32, 0));
+        *seq += 1;
+        let numbered = wire::Numbered {
+            stream: (self.node, *stream),
+            seq: *seq,
+            passed_on: false,
+        };
+        let payload = Bytes::from(wire::number_request(request, numbered));
+        self.enqueue(id, self.session_subject(address), payload)
     }
 
     /// Send request `id` on to the subject of its target's session, which is not (or no
@@ -78,7 +112,7 @@ impl Cluster {
         &self,
         id: u64,
         waiting: Waiting,
-        address: compendium_messages::Address,
+        address: Address,
         payload: Bytes,
         home: Option<NodeId>,
     ) {
@@ -89,7 +123,7 @@ impl Cluster {
                 ..waiting
             },
         );
-        self.enqueue(id, self.session_subject(address), payload);
+        self.enqueue_for_session(id, address, &payload);
     }
 
     /// Queue request `id` for the publisher; `false` (and its verdict taken out) if the

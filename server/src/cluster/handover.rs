@@ -12,18 +12,24 @@
 //! 2. **Fetch.** The claimer subscribes to the session's subject — from then on every
 //!    ROUTE sent there reaches it too — and asks for the session. The holder resumes it
 //!    as a local RESUME would (secrets rotated, its connection taken over, held DELIVERs
-//!    into the stream), and sends it: secrets, numbers, the unacknowledged stream, and the
-//!    reply subjects of the requests it delivered since the check. The claimer installs
-//!    it, answers RESUMED, and serves the session's subject, skipping those requests (they
-//!    reached both nodes while both subscribed): nothing lost, nothing twice, in order.
+//!    into the stream), and sends it: secrets, numbers, the unacknowledged stream, and
+//!    where each sender's numbered stream of ROUTEs to the session stands (`inbound.rs`).
+//!    The claimer installs it, answers RESUMED, and serves the session's subject.
+//!
+//! ROUTEs sent to a session's subject are numbered per sending node. While both nodes
+//! subscribe, one can reach both (the new holder drops what the old one delivered); NATS
+//! orders the messages of one publisher, not of several, so one can also reach the old
+//! holder after the fetch and not the new one: the old holder passes on what reaches it
+//! for a cluster timeout after it let the session go, and the new holder puts every ROUTE
+//! in its place by its number. Nothing lost, nothing twice, each sender's ROUTEs in order.
 //!
 //! Afterwards the home answers ROUTEs for the address "moved", and their senders send them
 //! on to the session's subject; when the home is gone ("no responders"), senders go there
 //! directly. So a session that never moves costs NATS nothing, and one that moved costs
 //! one subscription, at its holder, for as long as it lives there.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_nats::{RequestErrorKind, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
@@ -31,6 +37,7 @@ use compendium_messages::{Address, codes};
 use futures_util::StreamExt;
 
 use super::handover_wire::{self as hw, Answer, Control, Step};
+use super::inbound::{Inbound, Stream};
 use super::{Cluster, next_until, serving, wire};
 use crate::addressing::NodeId;
 use crate::connection::Outbox;
@@ -46,8 +53,8 @@ const MAX_STATE_BYTES: usize = 1 << 28;
 /// session is installed.
 pub(crate) struct Adoption {
     subscriber: Subscriber,
-    /// Requests the previous holder delivered while this node was subscribing.
-    skip: HashSet<String>,
+    /// Where each sender's numbered stream to the session stands.
+    inbound: Vec<(Stream, u64)>,
     /// This claim's fetch went to the session's subject too, from this inbox: not a claim
     /// to answer.
     own_inbox: String,
@@ -178,7 +185,7 @@ impl Cluster {
                 _ => return unavailable,
             }
         }
-        let Some((exported, recorded)) = hw::decode_state(claim.address, &state) else {
+        let Some((exported, inbound)) = hw::decode_state(claim.address, &state) else {
             tracing::warn!(address = %claim.address, "cluster link: a session's state could not be read; the RESUME gets 503");
             return unavailable;
         };
@@ -190,7 +197,7 @@ impl Cluster {
             Claimed::Moved(exported),
             Some(Adoption {
                 subscriber,
-                skip: recorded.into_iter().collect(),
+                inbound,
                 own_inbox: inbox,
                 home: claim.home,
             }),
@@ -219,14 +226,26 @@ impl Cluster {
         };
         let Adoption {
             mut subscriber,
-            mut skip,
+            inbound,
             own_inbox,
             home,
         } = adoption;
-        let mut recorded = None;
+        let mut inbound = Inbound::new(inbound);
+        let patience = self.timeout / 4;
         let moved = loop {
-            let Some(message) = next_until(&mut subscriber, &cell.over).await else {
-                break cell.has_moved();
+            let gap = inbound.deadline(patience);
+            let message = tokio::select! {
+                () = cell.over.cancelled() => break cell.has_moved(),
+                () = sleep_until(gap) => {
+                    for message in inbound.give_up() {
+                        self.deliver(&directory, message).await;
+                    }
+                    continue;
+                }
+                message = subscriber.next() => match message {
+                    Some(message) => message,
+                    None => break false,
+                },
             };
             if hw::is_control(&message.payload) {
                 match hw::decode_control(&message.payload) {
@@ -235,16 +254,15 @@ impl Cluster {
                             continue;
                         }
                         let at_home = home.is_none();
+                        let reply = message.reply;
                         if self
-                            .answer_claim(
-                                &directory,
-                                claim,
-                                message.reply,
-                                at_home,
-                                Some(&mut recorded),
-                            )
+                            .answer_claim(&directory, claim, reply, at_home, Some(&inbound))
                             .await
                         {
+                            // What waited here for ROUTEs before it goes with the session.
+                            for waiting in inbound.take_waiting() {
+                                self.pass_on(waiting).await;
+                            }
                             break true;
                         }
                     }
@@ -255,33 +273,28 @@ impl Cluster {
                 }
                 continue;
             }
-            let Some(reply) = message.reply else {
-                continue;
-            };
-            if !skip.is_empty() && skip.remove(reply.as_str()) {
-                continue;
-            }
-            self.metrics.cluster_routes_received.inc();
-            let verdict = serving::judge(
-                &directory,
-                &message.payload,
-                self.max_message_bytes,
-                true,
-                || self.verdict_sender(reply.clone()),
-            );
-            // (Held ones too: they join the stream that moves.)
-            if matches!(verdict, Verdict::Delivered | Verdict::Held)
-                && let Some(noted) = recorded.as_mut()
+            match wire::decode_request(&message.payload)
+                .ok()
+                .and_then(|r| r.numbered)
             {
-                note(noted, &reply);
-            }
-            let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
-            if let Err(err) = self.client.publish(reply, answer).await {
-                tracing::debug!(error = %err, "cluster link: cannot answer a forwarded ROUTE");
+                Some(numbered) => {
+                    let (stream, seq) = (numbered.stream, numbered.seq);
+                    for message in inbound.offer(stream, seq, message, Instant::now()) {
+                        self.deliver(&directory, message).await;
+                    }
+                }
+                // Not numbered (not from a node of this version), or malformed: judged
+                // as it is (refused if malformed).
+                None => self.deliver(&directory, message).await,
             }
         };
         if moved {
-            // What still arrives here reached the claimer too: its to deliver.
+            // A ROUTE can still reach this node and not the new holder (one that NATS
+            // matched before the new holder subscribed): pass on what comes for a while.
+            let until = tokio::time::Instant::now() + self.timeout;
+            while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
+                self.pass_on(message).await;
+            }
             return;
         }
         if let Some(home) = home {
@@ -304,18 +317,12 @@ impl Cluster {
         }
     }
 
-    /// Answer a ROUTE that reached the subject of a session that has ended here.
-    async fn answer_late(&self, directory: &Directory<Outbox>, message: async_nats::Message) {
+    /// Deliver a ROUTE from the session's subject and answer its sender.
+    async fn deliver(&self, directory: &Directory<Outbox>, message: async_nats::Message) {
         let Some(reply) = message.reply else {
             return;
         };
-        if hw::is_control(&message.payload) {
-            let _ = self
-                .client
-                .publish(reply, Bytes::from(hw::encode_answer(&Answer::Refused)))
-                .await;
-            return;
-        }
+        self.metrics.cluster_routes_received.inc();
         let verdict = serving::judge(
             directory,
             &message.payload,
@@ -324,7 +331,39 @@ impl Cluster {
             || self.verdict_sender(reply.clone()),
         );
         let answer = Bytes::copy_from_slice(&wire::encode_verdict(verdict));
-        let _ = self.client.publish(reply, answer).await;
+        if let Err(err) = self.client.publish(reply, answer).await {
+            tracing::debug!(error = %err, "cluster link: cannot answer a forwarded ROUTE");
+        }
+    }
+
+    /// Send a numbered ROUTE that reached this node after it let its session go on to
+    /// the session's subject, for its new holder (which drops it if it has it already).
+    /// What was passed on once is not passed on again (this node hears its own too).
+    async fn pass_on(&self, message: async_nats::Message) {
+        let (Some(reply), Some(bytes)) = (message.reply, wire::pass_on(&message.payload)) else {
+            return;
+        };
+        let subject = message.subject;
+        if let Err(err) = self
+            .client
+            .publish_with_reply(subject, reply, bytes.into())
+            .await
+        {
+            tracing::debug!(error = %err, "cluster link: cannot pass a ROUTE on");
+        }
+    }
+
+    /// Answer a ROUTE (404: it is gone) or a claim (410) that reached the subject of a
+    /// session that has ended here.
+    async fn answer_late(&self, directory: &Directory<Outbox>, message: async_nats::Message) {
+        if let (true, Some(reply)) = (hw::is_control(&message.payload), message.reply.clone()) {
+            let _ = self
+                .client
+                .publish(reply, Bytes::from(hw::encode_answer(&Answer::Refused)))
+                .await;
+            return;
+        }
+        self.deliver(directory, message).await;
     }
 
     /// Serve claims for the sessions drawn on this node, and news of those that ended
@@ -353,16 +392,16 @@ impl Cluster {
     }
 
     /// Answer one claim step for a session of this node's directory; `at_home`: the
-    /// session was drawn here; `recorded`: where the session's own subscription notes
-    /// what it delivers after a check (`None` on the claim subject, which delivers
-    /// nothing). Returns whether the session has left (fetched).
+    /// session was drawn here; `inbound`: where the ROUTEs on the session's own subject
+    /// stand (`None` on the claim subject, which a session that moved is not claimed on).
+    /// Returns whether the session has left (fetched).
     async fn answer_claim(
         &self,
         directory: &Directory<Outbox>,
         claim: hw::Claim,
         reply: Option<Subject>,
         at_home: bool,
-        mut recorded: Option<&mut Option<Vec<String>>>,
+        inbound: Option<&Inbound<async_nats::Message>>,
     ) -> bool {
         let Some(reply) = reply else {
             return false;
@@ -372,15 +411,10 @@ impl Cluster {
             None => Answer::Refused,
             // A session that moved is claimed on its subject, where its holder notes the
             // ROUTEs delivered while the claimer subscribes (even back at its home).
-            Some(cell) if cell.roaming && recorded.is_none() => Answer::Moved,
+            Some(cell) if cell.roaming && inbound.is_none() => Answer::Moved,
             Some(cell) => match claim.step {
                 Step::Check => match cell.check(&claim.secret, claim.seq) {
-                    Resume::Resumed { .. } => {
-                        if let Some(recorded) = recorded.as_deref_mut() {
-                            *recorded = Some(Vec::new());
-                        }
-                        Answer::Accepted(self.node)
-                    }
+                    Resume::Resumed { .. } => Answer::Accepted(self.node),
                     Resume::Stolen { settled } => {
                         self.revoke(directory, &cell, settled);
                         Answer::Refused
@@ -402,8 +436,8 @@ impl Cluster {
                             cell.set_late_errs(self.late_errs(cell.address));
                             self.metrics.session("moved_away");
                             let chunk = self.client.server_info().max_payload.saturating_sub(64);
-                            let noted = recorded.and_then(Option::take).unwrap_or_default();
-                            for part in hw::encode_state(&exported, &noted, chunk.max(1024)) {
+                            let streams = inbound.map(Inbound::state).unwrap_or_default();
+                            for part in hw::encode_state(&exported, &streams, chunk.max(1024)) {
                                 let bytes = Bytes::from(hw::encode_answer(&part));
                                 if self.client.publish(reply.clone(), bytes).await.is_err() {
                                     break;
@@ -465,10 +499,10 @@ impl Cluster {
     }
 }
 
-/// Note a request delivered while a claimer subscribes; past the bound, stop noting (the
-/// claim's fetch then carries what was noted: a bound no session's stream can reach).
-fn note(noted: &mut Vec<String>, reply: &str) {
-    if noted.len() < hw::MAX_RECORDED {
-        noted.push(reply.to_owned());
+/// Until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

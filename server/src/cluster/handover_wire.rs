@@ -12,14 +12,14 @@
 //! | late ERR | `0x31`, ROUTE `seq` (8), code (2), text: an answer for the session's stream |
 //!
 //! The state, once its chunks are joined: secret (32), previous (1 + 32 + 8), old secrets
-//! (1 + 32 each), next seq, acknowledged, ROUTEs accepted (8 each), the reply subjects of
-//! the requests the holder delivered while the claimer was subscribing (4 + (2 + bytes)
-//! each: the claimer must not deliver them again), then the stream (4 + (8 + 4 + bytes)
-//! each).
+//! (1 + 32 each), next seq, acknowledged, ROUTEs accepted (8 each), where each sending
+//! node's numbered stream of requests to the session stands (4 + (4 + 4 + 8) each: node,
+//! stream, next number; `inbound.rs`), then the stream (4 + (8 + 4 + bytes) each).
 
 use compendium_messages::{Address, Secret};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::inbound::Stream;
 use crate::addressing::NodeId;
 use crate::session::Exported;
 
@@ -32,9 +32,8 @@ const CHUNK: u8 = 0x23;
 const RELEASED: u8 = 0x30;
 const LATE_ERR: u8 = 0x31;
 
-/// The most reply subjects a state carries (the requests delivered during one handover's
-/// subscription step: a round trip's worth).
-pub(crate) const MAX_RECORDED: usize = 16_384;
+/// The most senders' streams a state carries.
+const MAX_STREAMS: usize = 65_536;
 
 /// Which step of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +178,13 @@ pub(crate) fn decode_answer(bytes: &[u8]) -> Option<Answer> {
     }
 }
 
-/// The state of a session that moves, with the reply subjects the claimer must skip; to
-/// be cut into chunks of at most `chunk` bytes.
-pub(crate) fn encode_state(exported: &Exported, recorded: &[String], chunk: usize) -> Vec<Answer> {
+/// The state of a session that moves, with where its senders' streams stand; to be cut
+/// into chunks of at most `chunk` bytes.
+pub(crate) fn encode_state(
+    exported: &Exported,
+    inbound: &[(Stream, u64)],
+    chunk: usize,
+) -> Vec<Answer> {
     let mut out = Vec::new();
     out.extend_from_slice(exported.secret.expose_bytes());
     match &exported.previous {
@@ -199,15 +202,12 @@ pub(crate) fn encode_state(exported: &Exported, recorded: &[String], chunk: usiz
     for n in [exported.next_seq, exported.acked, exported.routes_accepted] {
         out.extend_from_slice(&n.to_be_bytes());
     }
-    let recorded: Vec<&String> = recorded
-        .iter()
-        .filter(|r| r.len() <= usize::from(u16::MAX))
-        .take(MAX_RECORDED)
-        .collect();
-    out.extend_from_slice(&(recorded.len() as u32).to_be_bytes());
-    for reply in recorded {
-        out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        out.extend_from_slice(reply.as_bytes());
+    let inbound = &inbound[..inbound.len().min(MAX_STREAMS)];
+    out.extend_from_slice(&(inbound.len() as u32).to_be_bytes());
+    for ((node, stream), next) in inbound {
+        out.extend_from_slice(&node.0.to_be_bytes());
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(&next.to_be_bytes());
     }
     out.extend_from_slice(&(exported.stream.len() as u32).to_be_bytes());
     for (seq, frame) in &exported.stream {
@@ -225,9 +225,12 @@ pub(crate) fn encode_state(exported: &Exported, recorded: &[String], chunk: usiz
         .collect()
 }
 
-/// Read a state back: the session at `address`, and the reply subjects to skip. `None`
-/// for anything malformed (the caller answers the RESUME 503; nothing is installed).
-pub(crate) fn decode_state(address: Address, bytes: &[u8]) -> Option<(Exported, Vec<String>)> {
+/// Read a state back: the session at `address`, and where its senders' streams stand.
+/// `None` for anything malformed (the caller answers the RESUME 503; nothing is installed).
+pub(crate) fn decode_state(
+    address: Address,
+    bytes: &[u8],
+) -> Option<(Exported, Vec<(Stream, u64)>)> {
     let mut r = Reader(bytes);
     let secret = r.secret()?;
     let previous = match r.u8()? {
@@ -238,14 +241,13 @@ pub(crate) fn decode_state(address: Address, bytes: &[u8]) -> Option<(Exported, 
     let old = r.u8()?;
     let old_secrets = (0..old).map(|_| r.secret()).collect::<Option<Vec<_>>>()?;
     let (next_seq, acked, routes_accepted) = (r.u64()?, r.u64()?, r.u64()?);
-    let recorded_count = r.u32()? as usize;
-    if recorded_count > MAX_RECORDED {
+    let streams = r.u32()? as usize;
+    if streams > MAX_STREAMS {
         return None;
     }
-    let mut recorded = Vec::with_capacity(recorded_count);
-    for _ in 0..recorded_count {
-        let len = usize::from(u16::from_be_bytes([r.u8()?, r.u8()?]));
-        recorded.push(std::str::from_utf8(r.take(len)?).ok()?.to_owned());
+    let mut inbound = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        inbound.push(((NodeId(r.u32()?), r.u32()?), r.u64()?));
     }
     let frames = r.u32()? as usize;
     // Each frame takes at least 12 bytes: a count beyond what is left is a lie.
@@ -271,7 +273,7 @@ pub(crate) fn decode_state(address: Address, bytes: &[u8]) -> Option<(Exported, 
             routes_accepted,
             stream,
         },
-        recorded,
+        inbound,
     ))
 }
 
@@ -349,12 +351,9 @@ mod tests {
 
     #[test]
     fn a_state_reads_back_as_written_whatever_the_chunk_size() {
-        let recorded = vec![
-            "p.verdict.0000abcd.7".to_owned(),
-            "p.verdict.1.8".to_owned(),
-        ];
+        let inbound = vec![((NodeId(0xabcd), 7), 12), ((NodeId(1), 8), 1)];
         for chunk in [1, 7, 100, 1 << 20] {
-            let chunks = encode_state(&exported(), &recorded, chunk);
+            let chunks = encode_state(&exported(), &inbound, chunk);
             let mut bytes = Vec::new();
             for (i, c) in chunks.iter().enumerate() {
                 let wire = encode_answer(c);
@@ -365,9 +364,9 @@ mod tests {
                 assert!(part.len() <= chunk);
                 bytes.extend(part);
             }
-            let (back, skip) = decode_state(Address::from_bits(42), &bytes).expect("reads back");
+            let (back, streams) = decode_state(Address::from_bits(42), &bytes).expect("reads back");
             assert_eq!(back, exported());
-            assert_eq!(skip, recorded);
+            assert_eq!(streams, inbound);
         }
     }
 

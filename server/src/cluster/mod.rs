@@ -17,6 +17,7 @@
 mod forwarding;
 mod handover;
 mod handover_wire;
+mod inbound;
 mod link;
 mod outstanding;
 mod presence;
@@ -74,6 +75,10 @@ pub(crate) struct Cluster {
     /// How long a ROUTE may be held for a detached session (`--resume-hold`): a sender
     /// told its ROUTE is held waits that much longer for the verdict.
     hold: Duration,
+    /// For each session that moved (by address), this node's stream of ROUTEs to it: its
+    /// id and the last number used (`forwarding.rs`).
+    session_streams: Mutex<HashMap<compendium_messages::Address, (u32, u64)>>,
+    next_stream: AtomicU64,
 }
 
 /// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
@@ -219,6 +224,8 @@ impl Cluster {
             directory: OnceLock::new(),
             max_message_bytes,
             hold,
+            session_streams: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
         });
         // The others hear of this node before it hands out its first address.
         cluster.beat(wire::Presence::Beat(node)).await;

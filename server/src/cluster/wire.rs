@@ -11,6 +11,11 @@
 //! | 9..25 | the target address |
 //! | 25.. | the `msg`, the sender's exact JSON text |
 //!
+//! A ROUTE to the subject of a session that moved (`handover.rs`) has format version 2 (3
+//! when its session's previous holder passes it on), and 16 more bytes after the target
+//! address: the sending node's id (4), its stream id for that session (4) and the ROUTE's
+//! number in that stream (8), which put it in its place on arrival (`inbound.rs`).
+//!
 //! A request that was delivered is acknowledged in a batch, on
 //! `<prefix>.verdict.<sender's node id>.ack`: the version, then the ids of the delivered
 //! requests (8 bytes each, big-endian). Every other verdict is answered at once, one byte
@@ -29,9 +34,16 @@ use crate::remote::Verdict;
 
 /// The format version this node writes and reads.
 const VERSION: u8 = 1;
+/// A forwarded ROUTE to a session's subject (a session that moved): numbered.
+const SESSION_VERSION: u8 = 2;
+/// The same, sent on by a session's previous holder after it let the session go.
+const PASSED_ON_VERSION: u8 = 3;
 
 /// Bytes before the `msg`.
 pub(crate) const HEADER: usize = 25;
+/// Bytes before the `msg` of a numbered request: the sender's node id, its stream id
+/// for the target, and the request's number in that stream follow the header.
+const SESSION_HEADER: usize = HEADER + 16;
 
 /// A forwarded ROUTE, as read from the wire (`msg` not yet validated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +51,55 @@ pub(crate) struct Request<'a> {
     /// Unix milliseconds after which it must not be delivered.
     pub(crate) expires_ms: u64,
     pub(crate) address: Address,
+    /// Requests to a session's subject are numbered per sending node and target
+    /// (docs/cluster.md, "Resume on any node"): while the session moves, the same request
+    /// can reach two nodes, or reach the new holder late; the number puts it in its place.
+    pub(crate) numbered: Option<Numbered>,
     pub(crate) msg: &'a [u8],
+}
+
+/// Where a numbered request stands in its sender's stream to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Numbered {
+    /// The sending node and its stream id for the target.
+    pub(crate) stream: (NodeId, u32),
+    /// 1, 2, 3, … in the order the sender sent them.
+    pub(crate) seq: u64,
+    /// Sent on by the session's previous holder.
+    pub(crate) passed_on: bool,
+}
+
+/// A numbered request from the v1 bytes of `request`: the same ROUTE, for a session's
+/// subject.
+pub(crate) fn number_request(request: &[u8], numbered: Numbered) -> Vec<u8> {
+    let mut out = Vec::with_capacity(request.len() + 16);
+    out.push(if numbered.passed_on {
+        PASSED_ON_VERSION
+    } else {
+        SESSION_VERSION
+    });
+    let (header, msg) = match decode_request(request) {
+        Ok(decoded) => (&request[1..HEADER], decoded.msg),
+        Err(_) => (&request[1..request.len().min(HEADER)], &[][..]),
+    };
+    out.extend_from_slice(header);
+    out.extend_from_slice(&numbered.stream.0.0.to_be_bytes());
+    out.extend_from_slice(&numbered.stream.1.to_be_bytes());
+    out.extend_from_slice(&numbered.seq.to_be_bytes());
+    out.extend_from_slice(msg);
+    out
+}
+
+/// The same numbered request, marked as sent on by a previous holder.
+pub(crate) fn pass_on(request: &[u8]) -> Option<Vec<u8>> {
+    match request.first() {
+        Some(&SESSION_VERSION) => {
+            let mut out = request.to_vec();
+            out[0] = PASSED_ON_VERSION;
+            Some(out)
+        }
+        _ => None,
+    }
 }
 
 /// Why a request could not be read.
@@ -70,20 +130,29 @@ pub(crate) fn encode_request(expires_ms: u64, address: Address, msg: &str) -> Ve
 
 /// Read a forwarded ROUTE.
 pub(crate) fn decode_request(bytes: &[u8]) -> Result<Request<'_>, Malformed> {
-    if bytes.len() < HEADER {
+    let version = bytes.first().copied().unwrap_or(VERSION);
+    let numbered = matches!(version, SESSION_VERSION | PASSED_ON_VERSION);
+    let header = if numbered { SESSION_HEADER } else { HEADER };
+    if bytes.len() < header {
         return Err(Malformed::TooShort(bytes.len()));
     }
-    if bytes[0] != VERSION {
-        return Err(Malformed::Version(bytes[0]));
+    if version != VERSION && !numbered {
+        return Err(Malformed::Version(version));
     }
-    let mut expires = [0u8; 8];
-    expires.copy_from_slice(&bytes[1..9]);
-    let mut address = [0u8; 16];
-    address.copy_from_slice(&bytes[9..25]);
+    let be = |range: std::ops::Range<usize>| {
+        bytes[range]
+            .iter()
+            .fold(0u128, |n, b| (n << 8) | u128::from(*b))
+    };
     Ok(Request {
-        expires_ms: u64::from_be_bytes(expires),
-        address: Address::from_bits(u128::from_be_bytes(address)),
-        msg: &bytes[HEADER..],
+        expires_ms: be(1..9) as u64,
+        address: Address::from_bits(be(9..25)),
+        numbered: numbered.then(|| Numbered {
+            stream: (NodeId(be(25..29) as u32), be(29..33) as u32),
+            seq: be(33..41) as u64,
+            passed_on: version == PASSED_ON_VERSION,
+        }),
+        msg: &bytes[header..],
     })
 }
 
@@ -198,17 +267,49 @@ mod tests {
             Ok(Request {
                 expires_ms: 1_700_000_000_123,
                 address,
+                numbered: None,
                 msg: br#"{"a":1}"#,
             })
         );
     }
 
     #[test]
+    fn a_numbered_request_reads_back_and_can_be_passed_on() {
+        let address = Address::from_bits(u128::MAX - 5);
+        let plain = encode_request(77, address, r#"{"b":[1]}"#);
+        let numbered = Numbered {
+            stream: (NodeId(0xdead_beef), 7),
+            seq: u64::MAX - 1,
+            passed_on: false,
+        };
+        let bytes = number_request(&plain, numbered);
+        let read = decode_request(&bytes).expect("reads");
+        assert_eq!(
+            (read.expires_ms, read.address, read.numbered, read.msg),
+            (77, address, Some(numbered), &br#"{"b":[1]}"#[..])
+        );
+        let passed = pass_on(&bytes).expect("a numbered request");
+        assert_eq!(
+            decode_request(&passed).ok().and_then(|r| r.numbered),
+            Some(Numbered {
+                passed_on: true,
+                ..numbered
+            })
+        );
+        assert!(
+            pass_on(&plain).is_none(),
+            "only numbered requests are passed on"
+        );
+        assert!(pass_on(&passed).is_none(), "and only once");
+        assert_eq!(decode_request(&bytes[..40]), Err(Malformed::TooShort(40)));
+    }
+
+    #[test]
     fn malformed_requests_are_refused_not_misread() {
         assert_eq!(decode_request(&[1; 24]), Err(Malformed::TooShort(24)));
         let mut bytes = encode_request(0, Address::from_bits(1), "{}");
-        bytes[0] = 2;
-        assert_eq!(decode_request(&bytes), Err(Malformed::Version(2)));
+        bytes[0] = 4;
+        assert_eq!(decode_request(&bytes), Err(Malformed::Version(4)));
     }
 
     #[test]
