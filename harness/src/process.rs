@@ -164,6 +164,14 @@ impl Process {
     /// (it is then killed).
     pub fn terminate_within(&mut self, within: Duration) -> Result<ExitStatus> {
         self.signal("TERM")?;
+        self.exit_within(within)
+    }
+
+    /// Wait at most `within` for it to exit by itself (after a signal sent earlier, say).
+    ///
+    /// # Errors
+    /// If waiting fails, or it is still running after `within` (it is then killed).
+    pub fn exit_within(&mut self, within: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().context("waiting for it to exit")? {
@@ -172,7 +180,7 @@ impl Process {
             if Instant::now() >= deadline {
                 let _ = self.kill();
                 bail!(
-                    "{} (pid {}) was still running {} s after SIGTERM; killed",
+                    "{} (pid {}) was still running after {} s; killed",
                     self.name,
                     self.pid(),
                     within.as_secs_f64()

@@ -151,6 +151,10 @@ pub struct ClusterConfig {
     /// How long the node goes on serving its clients after losing NATS before it closes
     /// them (1001) so that they reconnect to a node that still has its cluster.
     pub grace: Duration,
+    /// On SIGTERM, how long the node waits for its resumable sessions to move to other
+    /// nodes before it exits (docs/cluster.md, "Drain"); zero: no drain, sessions end with
+    /// the node.
+    pub drain_timeout: Duration,
     /// How often the node pings its NATS server (two unanswered pings drop the link).
     pub ping_interval: Duration,
     /// How long startup waits to connect before it gives up with an error.
@@ -216,6 +220,7 @@ impl ClusterConfig {
             node_name: default_node_name(),
             timeout: DEFAULT_CLUSTER_TIMEOUT,
             grace: DEFAULT_CLUSTER_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             ping_interval: DEFAULT_CLUSTER_PING_INTERVAL,
             connect_timeout: DEFAULT_CLUSTER_CONNECT_TIMEOUT,
             heartbeat: DEFAULT_CLUSTER_HEARTBEAT,
@@ -230,6 +235,8 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "compendium";
 pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default of [`ClusterConfig::grace`].
 pub const DEFAULT_CLUSTER_GRACE: Duration = Duration::from_secs(30);
+/// The default of [`ClusterConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default of [`ClusterConfig::ping_interval`].
 pub const DEFAULT_CLUSTER_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// The default of [`ClusterConfig::connect_timeout`].

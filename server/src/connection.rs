@@ -89,6 +89,9 @@ pub(crate) enum Exit {
     ProtocolViolation,
     /// The server is shutting down (rule 4.4); closed with 1001 after flushing.
     Shutdown,
+    /// Version 2, a cluster node draining: closed with 1012; the session stays, detached,
+    /// for the node the client resumes on.
+    Restart,
     /// The node was cut off from its cluster for longer than the grace period; closed with
     /// 1001 so that the client reconnects to a node that still has its cluster.
     ClusterLost,
@@ -118,6 +121,7 @@ impl Exit {
             Self::InvalidUtf8 => "invalid_utf8",
             Self::ProtocolViolation => "protocol_violation",
             Self::Shutdown => "shutdown",
+            Self::Restart => "restart",
             Self::ClusterLost => "cluster_lost",
             Self::Ended => "session_ended",
             Self::TakenOver => "session_taken_over",
@@ -156,6 +160,10 @@ impl Exit {
                 "WebSocket protocol violation".to_owned(),
             ),
             Self::Shutdown => (CloseCode::Away, "server shutting down".to_owned()),
+            Self::Restart => (
+                CloseCode::Restart,
+                "this relay node is restarting: reconnect and resume the session".to_owned(),
+            ),
             Self::ClusterLost => (
                 CloseCode::Away,
                 "this relay node lost its cluster; reconnect".to_owned(),
@@ -240,7 +248,15 @@ where
         // Past this many outstanding verdicts, stop reading: the client waits, not memory.
         let reading = replies.len() < MAX_PENDING_REPLIES;
         tokio::select! {
-            () = &mut shutdown => break Exit::Shutdown,
+            () = &mut shutdown => {
+                // Draining: a resumable connection is told to resume elsewhere, and its
+                // session stays for the node it resumes on (docs/cluster.md, "Drain").
+                break if session.cell().is_some() && shared.draining.load(Ordering::Acquire) {
+                    Exit::Restart
+                } else {
+                    Exit::Shutdown
+                };
+            }
             Ok(()) = evictions.changed() => break Exit::ClusterLost,
             Some(frame) = rx.recv() => {
                 if let Some(cell) = session.cell() {
@@ -391,7 +407,7 @@ where
     // nothing new can be queued, so what the queue holds now is all there is to flush.
     drop(session);
     rx.close();
-    let grace = if exit == Exit::Shutdown {
+    let grace = if matches!(exit, Exit::Shutdown | Exit::Restart) {
         config.shutdown_timeout
     } else {
         CLOSE_GRACE
@@ -424,7 +440,7 @@ async fn finish<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if matches!(exit, Exit::Shutdown | Exit::ClusterLost) {
+    if matches!(exit, Exit::Shutdown | Exit::ClusterLost | Exit::Restart) {
         // Every ROUTE gets its answer (rule 4.4); a pending verdict resolves within the
         // cluster timeout at worst.
         while !replies.is_empty() {
@@ -655,7 +671,8 @@ async fn expire(cell: Arc<SessionCell>, generation: u64, shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            // (Not at shutdown: a draining node keeps its sessions for their new nodes.)
+            () = shared.exiting.cancelled() => return,
             () = cell.held_arrived.notified() => {}
             () = tokio::time::sleep_until(Instant::from_std(next)) => {}
         }

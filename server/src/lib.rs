@@ -20,6 +20,7 @@ mod cluster;
 mod config;
 mod connection;
 mod directory;
+mod drain;
 mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
@@ -35,8 +36,8 @@ mod tls;
 pub use config::{
     ClusterConfig, ClusterKey, Config, DEFAULT_CLUSTER_CONNECT_TIMEOUT, DEFAULT_CLUSTER_GRACE,
     DEFAULT_CLUSTER_HEARTBEAT, DEFAULT_CLUSTER_PEER_TIMEOUT, DEFAULT_CLUSTER_PING_INTERVAL,
-    DEFAULT_CLUSTER_TIMEOUT, DEFAULT_READ_BUFFER_BYTES, DEFAULT_SUBJECT_PREFIX, MAX_RESUME_GRACE,
-    SessionConfig, TlsFiles, default_node_name,
+    DEFAULT_CLUSTER_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READ_BUFFER_BYTES,
+    DEFAULT_SUBJECT_PREFIX, MAX_RESUME_GRACE, SessionConfig, TlsFiles, default_node_name,
 };
 pub use error::Error;
 pub use server::{Handle, Server};

@@ -228,6 +228,13 @@ struct Cli {
     #[arg(long, env = "COMPENDIUM_CLUSTER_GRACE", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_GRACE), help_heading = "Cluster mode")]
     cluster_grace: Seconds,
 
+    /// On SIGTERM, seconds the node waits for its resumable sessions to move to other
+    /// nodes: it closes their connections with 1012 (reconnect), serves the other nodes'
+    /// claims of them, and exits once none is left or the time is up (a second SIGTERM ends
+    /// the wait at once). 0: no drain; sessions end with the node.
+    #[arg(long, env = "COMPENDIUM_DRAIN_TIMEOUT", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_DRAIN_TIMEOUT), help_heading = "Cluster mode")]
+    drain_timeout: Seconds,
+
     /// Seconds between the node's pings to its NATS server.
     #[arg(long, env = "COMPENDIUM_CLUSTER_PING_INTERVAL", value_name = "SECS", default_value_t = Seconds(compendium_server::DEFAULT_CLUSTER_PING_INTERVAL), help_heading = "Cluster mode")]
     cluster_ping_interval: Seconds,
@@ -333,6 +340,7 @@ impl Cli {
         }
         cluster.timeout = self.cluster_timeout.into();
         cluster.grace = self.cluster_grace.into();
+        cluster.drain_timeout = self.drain_timeout.into();
         cluster.ping_interval = self.cluster_ping_interval.into();
         cluster.connect_timeout = self.cluster_connect_timeout.into();
         Ok(Some(cluster))
@@ -469,6 +477,15 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                // A second SIGINT/SIGTERM ends a drain at once (docs/cluster.md, "Drain").
+                tokio::spawn(async move {
+                    loop {
+                        if let Signal::Hangup = signals.recv().await {
+                            continue;
+                        }
+                        handle.end_drain();
+                    }
+                });
             })
             .await;
         Exit::Success.into()

@@ -49,6 +49,14 @@ pub(crate) struct Shared {
     pub(crate) refusing: AtomicBool,
     /// `wss://`: the certificate in use, reloadable.
     pub(crate) tls: Option<Arc<Tls>>,
+    /// The node is draining (cluster mode, SIGTERM): its resumable connections close with
+    /// 1012 and their sessions stay, for other nodes to claim (docs/cluster.md, "Drain").
+    pub(crate) draining: AtomicBool,
+    /// Ends a drain before its timeout (a second SIGTERM).
+    pub(crate) end_drain: CancellationToken,
+    /// Cancelled when the node is about to exit, after its connections and its drain:
+    /// what detached sessions' expiry tasks stop on.
+    pub(crate) exiting: CancellationToken,
 }
 
 /// A relay whose listeners are bound but not yet serving.
@@ -203,6 +211,9 @@ impl Server {
             evictions: watch::Sender::new(0),
             refusing: AtomicBool::new(false),
             tls,
+            draining: AtomicBool::new(false),
+            end_drain: CancellationToken::new(),
+            exiting: CancellationToken::new(),
         });
         Ok(Self {
             listeners,
@@ -320,7 +331,29 @@ impl Server {
             () = shared.shutdown.cancelled() => {}
         }
         let open = shared.config.max_connections - shared.slots.available_permits();
-        tracing::info!(open_connections = open, "shutting down");
+        let drain = shared
+            .config
+            .cluster
+            .as_ref()
+            .map(|c| c.drain_timeout)
+            .filter(|timeout| !timeout.is_zero() && shared.relay.sessions().is_some());
+        let drain_began = (
+            std::time::Instant::now(),
+            shared.relay.sessions().map_or(0, |s| s.moved()),
+        );
+        match drain {
+            Some(timeout) => {
+                shared.draining.store(true, Ordering::Release);
+                tracing::info!(
+                    event = "drain_started",
+                    open_connections = open,
+                    "draining: closing connections (resumable ones with 1012: resume elsewhere) and \
+                     handing their sessions to the nodes they resume on, for at most {} s",
+                    timeout.as_secs_f64()
+                );
+            }
+            None => tracing::info!(open_connections = open, "shutting down"),
+        }
         shared.shutdown.cancel();
         tasks.close();
         if tokio::time::timeout(shared.config.shutdown_timeout, tasks.wait())
@@ -332,6 +365,11 @@ impl Server {
                 "shutdown timeout reached with connections still closing"
             );
         }
+        if let (Some(timeout), Some(sessions)) = (drain, shared.relay.sessions()) {
+            crate::drain::wait_for_handovers(sessions, drain_began, timeout, &shared.end_drain)
+                .await;
+        }
+        shared.exiting.cancel();
         if let Some(cluster) = &shared.cluster {
             link_stop.cancel();
             link_tasks.close();
@@ -450,6 +488,15 @@ impl Handle {
                 Err(Error::Tls(err))
             }
         }
+    }
+
+    /// End a drain now (what a second SIGTERM does): the node stops waiting for its
+    /// sessions to move and exits; those left end with it. Nothing happens otherwise.
+    pub fn end_drain(&self) {
+        if self.shared.draining.load(Ordering::Acquire) && !self.shared.end_drain.is_cancelled() {
+            tracing::warn!("signal received again: ending the drain now");
+        }
+        self.shared.end_drain.cancel();
     }
 
     /// What the `wss://` certificate in use says (validity, names), if the server has one.

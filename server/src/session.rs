@@ -62,6 +62,10 @@ pub(crate) struct Sessions {
     detached: AtomicUsize,
     detached_bytes: AtomicUsize,
     failures: Mutex<HashMap<IpAddr, Window>>,
+    /// Sessions handed over to another node, ever.
+    moved: AtomicUsize,
+    /// Notified whenever a detached session resumes, moves or ends (a drain waits on it).
+    pub(crate) detached_changed: tokio::sync::Notify,
 }
 
 #[derive(Clone, Copy)]
@@ -82,6 +86,8 @@ impl Sessions {
             detached: AtomicUsize::new(0),
             detached_bytes: AtomicUsize::new(0),
             failures: Mutex::new(HashMap::new()),
+            moved: AtomicUsize::new(0),
+            detached_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -126,6 +132,18 @@ impl Sessions {
     /// Bytes held by detached sessions now.
     pub(crate) fn detached_bytes(&self) -> usize {
         self.detached_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sessions handed over to other nodes since the start.
+    pub(crate) fn moved(&self) -> usize {
+        self.moved.load(Ordering::Relaxed)
+    }
+
+    /// A detached session is detached no more (resumed, moved or ended).
+    fn reattached(&self, bytes: usize) {
+        self.detached.fetch_sub(1, Ordering::AcqRel);
+        self.detached_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.detached_changed.notify_waiters();
     }
 }
 
@@ -719,6 +737,7 @@ impl SessionCell {
         state.moved = true;
         state.ended = true;
         state.bytes = 0;
+        self.sessions.moved.fetch_add(1, Ordering::Relaxed);
         let stream: Vec<(u64, Utf8Bytes)> = state.stream.drain(..).collect();
         self.over.cancel();
         Ok((
@@ -863,10 +882,7 @@ impl SessionCell {
                 true
             }
             None => {
-                self.sessions.detached.fetch_sub(1, Ordering::AcqRel);
-                self.sessions
-                    .detached_bytes
-                    .fetch_sub(state.bytes, Ordering::AcqRel);
+                self.sessions.reattached(state.bytes);
                 false
             }
         };
@@ -930,10 +946,7 @@ impl SessionCell {
         state.ended = true;
         self.over.cancel();
         if state.attached.is_none() {
-            self.sessions.detached.fetch_sub(1, Ordering::AcqRel);
-            self.sessions
-                .detached_bytes
-                .fetch_sub(state.bytes, Ordering::AcqRel);
+            self.sessions.reattached(state.bytes);
         } else if let Some(attached) = &state.attached {
             attached.wake();
         }

@@ -463,3 +463,118 @@ fn nodes_need_no_subject_outside_their_prefix() {
         assert!(violations.is_empty(), "{violations:?}");
     }
 }
+
+/// The DELIVERs' `n`s a version 2 client receives, skipping ROUTEACKs.
+async fn delivered(client: &mut Client, count: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let frame = client.recv_json_skipping_acks().await;
+        assert_eq!(frame["type"], "DELIVER", "{frame}");
+        out.push(frame["msg"]["n"].as_u64().expect("n"));
+    }
+    out
+}
+
+/// Drain (docs/cluster.md): SIGTERM of a node closes its resumable clients with 1012 and
+/// its version 1 clients with 1001; a resumable client resumes on another node with its
+/// address and what it had not acknowledged, its peer's ROUTEs sent meanwhile included;
+/// the node exits 0 as soon as its last session has moved — long before `--drain-timeout`
+/// — and says so in its log.
+#[test]
+fn sigterm_drains_resumable_sessions_to_the_nodes_they_resume_on() {
+    let nats = Nats::start().expect("nats-server");
+    let mut node1 = node_with(&nats, "node1", &["--drain-timeout", "60"]);
+    let node2 = node(&nats, "node2");
+    let rt = runtime();
+    let (mut phone, mut old, mut sender, address, secret) = rt.block_on(async {
+        let mut phone = Client::connect_v2(node1.url()).await;
+        let (address, secret) = phone.init_v2().await;
+        let old = Client::connect(node1.url()).await;
+        let mut sender = Client::connect(node2.url()).await;
+        for n in 1..=5 {
+            sender.route(&address, &format!(r#"{{"n":{n}}}"#)).await;
+        }
+        assert_eq!(delivered(&mut phone, 5).await, [1, 2, 3, 4, 5]);
+        (phone, old, sender, address, secret)
+    });
+    node1.process.signal("TERM").expect("SIGTERM");
+    rt.block_on(async {
+        assert_eq!(
+            support::closed_with(&mut phone).await,
+            Some(1012),
+            "resume elsewhere"
+        );
+        assert_eq!(
+            support::closed_with(&mut old).await,
+            Some(1001),
+            "version 1: as before"
+        );
+        // Sent while the phone is between connections: held for it.
+        for n in 6..=7 {
+            sender.route(&address, &format!(r#"{{"n":{n}}}"#)).await;
+        }
+        let mut moved = Client::connect_v2(node2.url()).await;
+        moved.send(&support::resume(&address, &secret, 2)).await;
+        let reply = moved.recv_json_skipping_acks().await;
+        assert_eq!(reply["type"], "RESUMED", "{reply}");
+        assert_eq!(delivered(&mut moved, 5).await, [3, 4, 5, 6, 7]);
+        sender.route(&address, r#"{"n":8}"#).await;
+        assert_eq!(delivered(&mut moved, 1).await, [8]);
+        let (errs, _) = sender.sync().await;
+        assert!(errs.is_empty(), "{errs:?}");
+    });
+    let status = node1
+        .process
+        .exit_within(Duration::from_secs(20))
+        .expect("exits once its session has moved");
+    assert_eq!(status.code(), Some(0));
+    let done = node1
+        .process
+        .lines()
+        .iter()
+        .find(|l| l.contains("drain_done"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        done.contains(r#""handed_over":1"#) && done.contains(r#""left":0"#),
+        "{done}"
+    );
+}
+
+/// A drain nobody resumes from: the node waits for its session, and a second SIGTERM ends
+/// the wait at once, with a count of what could not be handed over.
+#[test]
+fn a_second_sigterm_ends_a_drain_and_says_what_was_left() {
+    let nats = Nats::start().expect("nats-server");
+    let mut node1 = node_with(&nats, "node1", &["--drain-timeout", "120"]);
+    let rt = runtime();
+    let mut phone = rt.block_on(async {
+        let mut phone = Client::connect_v2(node1.url()).await;
+        phone.init_v2().await;
+        phone
+    });
+    node1.process.signal("TERM").expect("SIGTERM");
+    rt.block_on(async {
+        assert_eq!(support::closed_with(&mut phone).await, Some(1012));
+    });
+    node1
+        .process
+        .wait_for_line("drain_started", Duration::from_secs(10))
+        .expect("the drain begins");
+    let status = node1
+        .process
+        .terminate_within(Duration::from_secs(20))
+        .expect("a second SIGTERM ends the drain");
+    assert_eq!(status.code(), Some(0));
+    let done = node1
+        .process
+        .lines()
+        .iter()
+        .find(|l| l.contains("drain_done"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        done.contains(r#""left":1"#) && done.contains("a second signal ended it"),
+        "{done}"
+    );
+}

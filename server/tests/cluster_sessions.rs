@@ -21,19 +21,6 @@ async fn delivers(client: &mut Client, n: usize) -> Vec<(u64, Value)> {
     out
 }
 
-/// The close code the server sends, skipping the text frames before it.
-async fn closed_with(client: &mut Client) -> Option<u16> {
-    loop {
-        match client.next_frame().await {
-            Some(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
-                return frame.map(|f| u16::from(f.code));
-            }
-            Some(_) => {}
-            None => return None,
-        }
-    }
-}
-
 async fn resumed(client: &mut Client) -> (String, u64) {
     let reply = client.recv_json_skipping_acks().await;
     assert_eq!(reply["type"], "RESUMED", "{reply}");
@@ -76,7 +63,7 @@ async fn a_session_resumes_on_another_node_with_its_address_replay_and_numbers()
     assert_eq!(routes_accepted, 2);
     let replay = delivers(&mut moved, 2).await;
     assert_eq!(replay, first[1..].to_vec(), "2 and 3 again, same numbers");
-    assert_eq!(closed_with(&mut phone).await, Some(4001));
+    assert_eq!(support::closed_with(&mut phone).await, Some(4001));
 
     // Resent ROUTE 2 is dropped; 3 is new.
     moved.send(&route_v2(&pc_address, 2, r#"{"p":2}"#)).await;
@@ -117,7 +104,7 @@ async fn a_session_moves_twice_and_its_address_404s_everywhere_after_end() {
     let mut third = Client::connect_v2(&cluster.nodes[2].url).await;
     third.send(&resume(&address, &secret, 2)).await;
     let (_, _) = resumed(&mut third).await;
-    assert_eq!(closed_with(&mut second).await, Some(4001));
+    assert_eq!(support::closed_with(&mut second).await, Some(4001));
     sender.route(&address, r#"{"n":3}"#).await;
     assert_eq!(
         delivers(&mut third, 1).await,
@@ -125,7 +112,7 @@ async fn a_session_moves_twice_and_its_address_404s_everywhere_after_end() {
     );
 
     third.send(r#"{"type":"END"}"#).await;
-    assert_eq!(closed_with(&mut third).await, Some(1000));
+    assert_eq!(support::closed_with(&mut third).await, Some(1000));
     for node in &cluster.nodes {
         let mut probe = node.client().await;
         support::within("404 for an ended session", async {

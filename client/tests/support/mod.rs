@@ -1,6 +1,7 @@
 //! Test support: our relay in-process on 127.0.0.1:0, and a scripted fake relay.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod front;
 pub mod link;
 
 use std::time::Duration;

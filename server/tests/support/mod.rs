@@ -286,3 +286,14 @@ pub fn resume(address: &str, secret: &str, seq: u64) -> String {
 pub fn route_v2(to: &str, seq: u64, msg: &str) -> String {
     format!(r#"{{"type":"ROUTE","EpheWssAddr":"{to}","seq":{seq},"msg":{msg}}}"#)
 }
+
+/// The close code the server sends on `client`, skipping the text frames before it.
+pub async fn closed_with(client: &mut Client) -> Option<u16> {
+    loop {
+        match client.next_frame().await {
+            Some(Frame::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+}
