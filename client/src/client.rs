@@ -375,9 +375,16 @@ impl Sender {
     /// Close gracefully: every ROUTE queued before this call is sent first, then the close
     /// frame; then wait (bounded by the close timeout) for the relay's close frame.
     ///
+    /// A resumable client ends its session with END and waits for the relay to confirm it
+    /// (close code 1000). If the connection ends first — a relay node draining closes with
+    /// 1012 before it has read the END and the ROUTEs before it — the client resumes the
+    /// session (elsewhere), sends again what the relay had not acted on, and ENDs again.
+    ///
     /// # Errors
     /// [`Error::Timeout`] if the relay did not answer the close in time (everything
-    /// queued was still written).
+    /// queued was still written); for a resumable client, [`Error::Closed`] if the session
+    /// was lost before the relay confirmed the END (what was not acknowledged may not
+    /// have been delivered).
     pub async fn close(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Close(reply)).await.is_err() {

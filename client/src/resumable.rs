@@ -65,6 +65,7 @@ pub(crate) fn spawn(
         received: 0,
         acked: 0,
         init: None,
+        closing: None,
     };
     tokio::spawn(driver.run(socket, command_rx));
     (command_tx, event_rx)
@@ -90,6 +91,11 @@ struct Driver {
     /// The highest `seq` acknowledged to the relay.
     acked: u64,
     init: Option<oneshot::Sender<Result<Address>>>,
+    /// `close()` is under way: END was sent and the relay has not yet confirmed it (its
+    /// close with 1000). A connection lost meanwhile — a relay node draining (1012) closes
+    /// before it reads the END and the ROUTEs before it — is resumed and END sent again,
+    /// so that close loses nothing that was routed.
+    closing: Option<oneshot::Sender<Result<()>>>,
 }
 
 /// Why a connection's loop ended.
@@ -104,8 +110,17 @@ impl Driver {
     async fn run(mut self, first: Socket, mut commands: mpsc::Receiver<Command>) {
         let mut socket = first;
         let ended = loop {
-            let (code, reason) = match self.connection(&mut socket, &mut commands).await {
+            let lost = if self.closing.is_some() {
+                // Resumed while closing: what was not acted on went again; END again.
+                self.end(&mut socket).await
+            } else {
+                self.connection(&mut socket, &mut commands).await
+            };
+            let (code, reason) = match lost {
                 Lost::Closed => {
+                    if let Some(reply) = self.closing.take() {
+                        let _ = reply.send(Ok(()));
+                    }
                     break Ended {
                         code: Some(1000),
                         reason: "session ended".into(),
@@ -156,6 +171,10 @@ impl Driver {
     /// Tell everyone the client is over.
     async fn finish(&mut self, mut commands: mpsc::Receiver<Command>, ended: Ended) {
         driver::lock(&self.state).ended = Some(ended.clone());
+        if let Some(reply) = self.closing.take() {
+            // The session was lost before the relay confirmed the END.
+            let _ = reply.send(Err(ended.error()));
+        }
         commands.close();
         while let Ok(command) = commands.try_recv() {
             match command {
@@ -316,9 +335,14 @@ impl Driver {
                 command = commands.recv(), if accepting => match command {
                     None => return self.end(socket).await,
                     Some(Command::Close(reply)) => {
-                        let lost = self.end(socket).await;
-                        let _ = reply.send(Ok(()));
-                        return lost;
+                        if self.session.is_none() {
+                            // No session: nothing to lose, nothing to resume.
+                            let _ = self.end(socket).await;
+                            let _ = reply.send(Ok(()));
+                            return Lost::Closed;
+                        }
+                        self.closing = Some(reply);
+                        return self.end(socket).await;
                     }
                     Some(Command::Init(reply)) => {
                         if let Some(old) = self.init.replace(reply) {
@@ -404,27 +428,40 @@ impl Driver {
     }
 
     /// END, then read until the relay's close (delivering what arrives meanwhile).
+    /// [`Lost::Closed`] once the relay confirms it (close code 1000, rule 6.7), or ends the
+    /// session otherwise (4001, 4002), or does not answer within the close timeout;
+    /// [`Lost::Broken`] if the connection ends first: the END and the ROUTEs before it
+    /// may not have been read, so the session is resumed and END sent again.
     async fn end(&mut self, socket: &mut Socket) -> Lost {
         if socket
             .send(Frame::text(Message::new_end().to_json()))
             .await
             .is_err()
         {
-            return Lost::Closed;
+            return broken(None, "the connection broke while sending END");
         }
-        let _ = tokio::time::timeout(self.options.close_timeout, async {
+        let answer = tokio::time::timeout(self.options.close_timeout, async {
             while let Some(Ok(frame)) = socket.next().await {
                 match frame {
                     Frame::Text(text) => {
                         self.on_text(text.as_str()).await;
                     }
-                    Frame::Close(_) => break,
+                    Frame::Close(close) => {
+                        return close.map(|c| (u16::from(c.code), c.reason.to_string()));
+                    }
                     _ => {}
                 }
             }
+            None
         })
         .await;
-        Lost::Closed
+        match answer {
+            // No answer in time: the relay is not confirming anything; stop waiting.
+            Err(_) => Lost::Closed,
+            Ok(Some((1000 | 4001 | 4002, _))) => Lost::Closed,
+            Ok(Some((code, reason))) => broken(Some(code), &reason),
+            Ok(None) => broken(None, "the connection broke before the relay confirmed END"),
+        }
     }
 
     /// One frame from the relay; returns whether it was a new numbered frame to ACK.

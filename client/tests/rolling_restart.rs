@@ -76,7 +76,7 @@ struct Seen {
 /// as `peer_progress` says) while collecting the peer's; fails on any lost session or ERR.
 async fn run_client(
     mut client: Client,
-    peer: compendium_messages::Address,
+    (me, peer): (compendium_messages::Address, compendium_messages::Address),
     mut peer_progress: watch::Receiver<u64>,
     progress: watch::Sender<u64>,
     delivered: Arc<AtomicU64>,
@@ -97,7 +97,11 @@ async fn run_client(
             }
             _ = peer_progress.changed(), if sent < N && !can_send => {}
             event = tokio::time::timeout(PATIENCE, client.next_event()) => {
-                match event.unwrap_or_else(|_| panic!("stalled: sent {sent}, got {}", seen.got.len())) {
+                match event.unwrap_or_else(|_| panic!(
+                    "{me} stalled: sent {sent} to {peer}, got {} from it (last {:?})",
+                    seen.got.len(),
+                    seen.got.last()
+                )) {
                     Some(Event::Deliver(msg)) => {
                         let value: Value = msg.decode().expect("JSON");
                         seen.got.push(value["n"].as_u64().expect("n"));
@@ -105,7 +109,7 @@ async fn run_client(
                         delivered.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(Event::Resumed { .. }) => seen.resumes += 1,
-                    other => panic!("after {} messages: {other:?}", seen.got.len()),
+                    other => panic!("{me} after {} messages from {peer}: {other:?}", seen.got.len()),
                 }
             }
         }
@@ -115,9 +119,16 @@ async fn run_client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: under traffic a ROUTE to a draining node's session can go unanswered \
-            (503 after the cluster timeout); the open work of #23, run with --ignored"]
+#[ignore = "fails about one run in five: a window of ROUTEs (up to WINDOW) between two sessions \
+            that were both on the draining node is neither delivered nor refused; the open \
+            work of #23 (see its note), run with --ignored"]
 async fn a_rolling_restart_of_three_nodes_loses_no_message_and_no_pairing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let rounds = env_or("COMPENDIUM_RESTART_ROUNDS", 1);
     let pairs = env_or("COMPENDIUM_RESTART_PAIRS", 8) as usize;
     let nats = Nats::start().expect("nats-server");
@@ -145,14 +156,14 @@ async fn a_rolling_restart_of_three_nodes_loses_no_message_and_no_pairing() {
         let (b_progress, b_seen) = watch::channel(0u64);
         tasks.push(tokio::spawn(run_client(
             a,
-            b_addr,
+            (a_addr, b_addr),
             b_seen,
             a_progress,
             Arc::clone(&delivered),
         )));
         tasks.push(tokio::spawn(run_client(
             b,
-            a_addr,
+            (b_addr, a_addr),
             a_seen,
             b_progress,
             Arc::clone(&delivered),

@@ -390,6 +390,25 @@ where
     if attached {
         shared.metrics.sessions_attached.dec();
     }
+    if let Some(cell) = session.cell() {
+        // A version 2 session's ROUTEs still waiting for a verdict from another node do
+        // not hold up the close: their refusals go into the session's stream, wherever it
+        // is by then (here, or the node it moved to). Waiting for them here could wait on
+        // the client itself: in a drain, two sessions of this node routing to each other
+        // each wait for the other's client to resume elsewhere, and neither client hears
+        // the close that tells it to.
+        let (waiting, ready): (VecDeque<_>, _) = std::mem::take(&mut replies)
+            .into_iter()
+            .partition(|reply| matches!(reply, Reply::Remote { .. }));
+        replies = ready;
+        if !waiting.is_empty() {
+            tokio::spawn(settle_in_stream(
+                waiting,
+                Arc::clone(cell),
+                Arc::clone(&shared),
+            ));
+        }
+    }
     // A version 2 session lost without END stays resumable for the grace (rule 6.2).
     let leaving = match exit {
         Exit::Ended | Exit::TakenOver | Exit::Revoked => Leaving::Gone,
@@ -543,27 +562,21 @@ async fn claim_session(
     outcome
 }
 
-/// Answer the ROUTE whose verdict came, then every ready reply behind it, up to the next
-/// one still waiting.
-/// Take the head reply, returning its ROUTE's `seq` if a version 2 session sent it.
-fn pop_route(replies: &mut VecDeque<Reply>) -> Option<u64> {
-    match replies.pop_front() {
-        Some(Reply::Remote { route, .. }) => route,
-        _ => None,
+/// Put the refusals of a version 2 session's ROUTEs that were still waiting for their
+/// verdicts when its connection ended into the session's stream, as they come.
+async fn settle_in_stream(waiting: VecDeque<Reply>, cell: Arc<SessionCell>, shared: Arc<Shared>) {
+    for reply in waiting {
+        let Reply::Remote { pending, route } = reply else {
+            continue;
+        };
+        let verdict = std::future::poll_fn(|cx| pending.poll_verdict(cx, true)).await;
+        judged(&shared, verdict, route.map(|route| (route, cell.as_ref())));
     }
 }
 
-/// `stream`: the ROUTE's `seq` and its version 2 session, whose stream gets a refusal.
-async fn answer_verdict<S>(
-    ws: &mut WebSocketStream<S>,
-    shared: &Shared,
-    verdict: Verdict,
-    stream: Option<(u64, &SessionCell)>,
-    replies: &mut VecDeque<Reply>,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// What a ROUTE's verdict makes of it, counted: for a version 2 session (`stream`: the
+/// ROUTE's `seq` and the session) a refusal goes into its stream.
+fn judged(shared: &Shared, verdict: Verdict, stream: Option<(u64, &SessionCell)>) -> Outcome {
     shared
         .metrics
         .cluster_verdicts
@@ -574,6 +587,31 @@ where
         outcome = shared.relay.to_stream(cell, route, outcome);
     }
     count(shared, &outcome);
+    outcome
+}
+
+/// Take the head reply, returning its ROUTE's `seq` if a version 2 session sent it.
+fn pop_route(replies: &mut VecDeque<Reply>) -> Option<u64> {
+    match replies.pop_front() {
+        Some(Reply::Remote { route, .. }) => route,
+        _ => None,
+    }
+}
+
+/// Answer the ROUTE whose verdict came, then every ready reply behind it, up to the next
+/// one still waiting. `stream`: the ROUTE's `seq` and its version 2 session, whose stream
+/// gets a refusal.
+async fn answer_verdict<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    verdict: Verdict,
+    stream: Option<(u64, &SessionCell)>,
+    replies: &mut VecDeque<Reply>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let outcome = judged(shared, verdict, stream);
     if let Some(reply) = outcome.reply() {
         send_reply(ws, shared, reply.to_json()).await?;
     }

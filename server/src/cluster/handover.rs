@@ -38,7 +38,7 @@ use futures_util::StreamExt;
 
 use super::handover_wire::{self as hw, Answer, Control, Step};
 use super::inbound::{Inbound, Stream};
-use super::{Cluster, next_until, serving, wire};
+use super::{Cluster, next_or_drain, serving, wire};
 use crate::addressing::NodeId;
 use crate::connection::Outbox;
 use crate::directory::Directory;
@@ -217,7 +217,8 @@ impl Cluster {
 
     /// Serve the subject of `cell`, a session that moved here, until it ends or moves on.
     pub(crate) fn adopt(self: &Arc<Self>, adoption: Adoption, cell: Arc<SessionCell>) {
-        tokio::spawn(Arc::clone(self).serve_session(adoption, cell));
+        self.roaming
+            .spawn(Arc::clone(self).serve_session(adoption, cell));
     }
 
     async fn serve_session(self: Arc<Self>, adoption: Adoption, cell: Arc<SessionCell>) {
@@ -367,7 +368,8 @@ impl Cluster {
     }
 
     /// Serve claims for the sessions drawn on this node, and news of those that ended
-    /// elsewhere, until `stop`.
+    /// elsewhere, until `stop` (and then those that reached this node before it
+    /// unsubscribed).
     pub(super) async fn serve_claims(
         self: Arc<Self>,
         mut claims: Subscriber,
@@ -376,7 +378,8 @@ impl Cluster {
         let Some(directory) = self.directory.get().cloned() else {
             return;
         };
-        while let Some(message) = next_until(&mut claims, &stop).await {
+        let mut draining = false;
+        while let Some(message) = next_or_drain(&mut claims, &stop, &mut draining).await {
             match hw::decode_control(&message.payload) {
                 Some(Control::Claim(claim)) => {
                     // Claims for sessions drawn here do not overlap with ROUTEs to the

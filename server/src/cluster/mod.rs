@@ -79,6 +79,14 @@ pub(crate) struct Cluster {
     /// id and the last number used (`forwarding.rs`).
     session_streams: Mutex<HashMap<compendium_messages::Address, (u32, u64)>>,
     next_stream: AtomicU64,
+    /// The tasks serving the subjects of sessions that moved here (`handover.rs`): a
+    /// leaving node waits for those that let their session go to finish passing on.
+    roaming: tokio_util::task::TaskTracker,
+    /// Stops the heartbeat, in [`Cluster::close`]: a node passing on ROUTEs as it leaves
+    /// is still alive, and must not look dead to the others before it says goodbye.
+    leaving: CancellationToken,
+    /// The heartbeat task, which has ended before the farewell is said.
+    beating: tokio_util::task::TaskTracker,
 }
 
 /// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
@@ -226,6 +234,9 @@ impl Cluster {
             hold,
             session_streams: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(1),
+            roaming: tokio_util::task::TaskTracker::new(),
+            leaving: CancellationToken::new(),
+            beating: tokio_util::task::TaskTracker::new(),
         });
         // The others hear of this node before it hands out its first address.
         cluster.beat(wire::Presence::Beat(node)).await;
@@ -290,12 +301,22 @@ impl Cluster {
         tasks.spawn(Arc::clone(self).expire_verdicts(stop.clone()));
         tasks.spawn(Arc::clone(self).publish_forwards(subscriptions.outgoing, stop.clone()));
         tasks.spawn(Arc::clone(self).hear_presence(subscriptions.presence, stop.clone()));
-        tasks.spawn(Arc::clone(self).keep_beating(stop.clone()));
+        self.beating
+            .spawn(Arc::clone(self).keep_beating(self.leaving.clone()));
     }
 
     /// Close the cluster link: tell the others this node is leaving (its addresses get 404
     /// at once), unsubscribe, and flush what is still to be sent.
     pub(crate) async fn close(&self) {
+        // A session that moved on from here a moment ago may still have ROUTEs on their way
+        // to this node (`handover.rs`): pass them on first. Those still held here (a drain
+        // that timed out) are not waited for beyond the cluster timeout.
+        self.roaming.close();
+        let _ = tokio::time::timeout(self.timeout, self.roaming.wait()).await;
+        // No heartbeat after the farewell (it would bring this node back to life).
+        self.leaving.cancel();
+        self.beating.close();
+        self.beating.wait().await;
         if !self.link.is_up() {
             // Nobody to tell; the others notice the silence (peer timeout).
             return;
@@ -321,6 +342,36 @@ async fn next_until(
         () = stop.cancelled() => None,
         message = futures_util::StreamExt::next(subscriber) => message,
     }
+}
+
+/// Unsubscribe `subscriber` so that what NATS sent before it heard of it still comes (and
+/// then the end). A node that leaves answers the requests that reached it: dropped, each
+/// would wait out its sender's cluster timeout for a 503, while the requests sent after
+/// find no responder here and go where the node's sessions went.
+async fn drain(subscriber: &mut Subscriber) {
+    if let Err(err) = subscriber.drain().await {
+        tracing::debug!(error = %err, "cluster link: cannot unsubscribe");
+    }
+}
+
+/// The next message of `subscriber`, until `stop`; then, having unsubscribed ([`drain`]),
+/// the messages that reached this node before, and `None`. `draining` starts `false` and
+/// says whether the subscription is being drained.
+async fn next_or_drain(
+    subscriber: &mut Subscriber,
+    stop: &CancellationToken,
+    draining: &mut bool,
+) -> Option<async_nats::Message> {
+    if !*draining {
+        tokio::select! {
+            () = stop.cancelled() => {
+                *draining = true;
+                drain(subscriber).await;
+            }
+            message = futures_util::StreamExt::next(subscriber) => return message,
+        }
+    }
+    futures_util::StreamExt::next(subscriber).await
 }
 
 fn unix_millis(time: SystemTime) -> u64 {

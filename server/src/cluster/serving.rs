@@ -19,7 +19,8 @@ use crate::session::{Hold, RemoteVerdict};
 
 impl Cluster {
     /// Deliver requests from other nodes to this node's connections, in the order they
-    /// arrive, until `stop`. A refusal is answered at once; deliveries are acknowledged in
+    /// arrive, until `stop` (and then those that reached this node before it unsubscribed:
+    /// see [`super::drain`]). A refusal is answered at once; deliveries are acknowledged in
     /// batches, each sent when no more requests are waiting (or it is full), so a busy
     /// node sends one acknowledgement for many requests and an idle one adds no delay.
     pub(super) async fn serve_requests(
@@ -30,12 +31,13 @@ impl Cluster {
         stop: CancellationToken,
     ) {
         let mut acks = Acks::new(format!("{}.verdict.", self.prefix));
+        let mut draining = false;
         loop {
             // Checked on every turn too: a node that never runs out of requests must
             // still stop.
-            if stop.is_cancelled() {
-                self.send_acks(&mut acks).await;
-                return;
+            if stop.is_cancelled() && !draining {
+                draining = true;
+                super::drain(&mut requests).await;
             }
             let mut message = requests.next().now_or_never();
             if message.is_none() && !acks.is_empty() {
@@ -48,7 +50,7 @@ impl Cluster {
                 None => {
                     self.send_acks(&mut acks).await;
                     tokio::select! {
-                        () = stop.cancelled() => None,
+                        () = stop.cancelled(), if !draining => continue,
                         message = requests.next() => message,
                     }
                 }
