@@ -90,7 +90,10 @@ impl ClientBuilder {
     }
 
     /// Report the connection as [`Event::Closed`] when no frame at all (not even a pong)
-    /// arrives for this long (default 90 s); `None` waits forever.
+    /// arrives for this long (default 90 s); `None` waits forever. In resumable mode a
+    /// lost connection is resumed instead, and this also bounds each reconnection attempt
+    /// (dial, handshake and the answer to RESUME), so a link that stalls mid-resume costs
+    /// no more than a link that stalls later.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;

@@ -21,7 +21,8 @@ pub enum Error {
     Connect(ConnectError),
     /// An operation did not complete in time; `what` names it. The connection may be dead.
     Timeout {
-        /// What timed out: "connect", "handshake", "INIT", "close".
+        /// What timed out: "connect", "handshake", "INIT", "close", "reconnect (the idle
+        /// timeout)".
         what: &'static str,
         /// The limit that was exceeded.
         after: Duration,

@@ -213,7 +213,22 @@ impl Driver {
                     grace.as_secs()
                 ));
             }
-            match (self.options.redial)().await {
+            // The idle timeout is the application's word on when a silent link is dead; it
+            // holds during a resume too, or a link that stalls mid-handshake would keep
+            // the session away for the whole handshake timeout (10 s by default).
+            let redial = (self.options.redial)();
+            let dialled = match self.options.idle_timeout {
+                Some(idle) => {
+                    tokio::time::timeout(idle, redial)
+                        .await
+                        .unwrap_or(Err(Error::Timeout {
+                            what: "reconnect (the idle timeout)",
+                            after: idle,
+                        }))
+                }
+                None => redial.await,
+            };
+            match dialled {
                 Err(err) => last_problem = err.to_string(),
                 Ok(mut socket) => {
                     let Some(keys) = &self.session else {
@@ -246,17 +261,20 @@ impl Driver {
         if socket.send(Frame::text(resume.to_json())).await.is_err() {
             return Ok(None);
         }
-        let answer = tokio::time::timeout(
-            self.options.close_timeout.max(Duration::from_secs(5)),
-            async {
-                while let Some(Ok(frame)) = socket.next().await {
-                    if let Frame::Text(text) = frame {
-                        return Message::parse(text.as_str()).ok();
-                    }
+        // As long as a close, but no longer than the idle timeout (see `resume`).
+        let patience = self.options.close_timeout.max(Duration::from_secs(5));
+        let patience = self
+            .options
+            .idle_timeout
+            .map_or(patience, |idle| idle.min(patience));
+        let answer = tokio::time::timeout(patience, async {
+            while let Some(Ok(frame)) = socket.next().await {
+                if let Frame::Text(text) = frame {
+                    return Message::parse(text.as_str()).ok();
                 }
-                None
-            },
-        )
+            }
+            None
+        })
         .await
         .ok()
         .flatten();

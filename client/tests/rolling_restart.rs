@@ -123,12 +123,7 @@ async fn run_client(
             that were both on the draining node is neither delivered nor refused; the open \
             work of #23 (see its note), run with --ignored"]
 async fn a_rolling_restart_of_three_nodes_loses_no_message_and_no_pairing() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    support::trace_if_asked();
     let rounds = env_or("COMPENDIUM_RESTART_ROUNDS", 1);
     let pairs = env_or("COMPENDIUM_RESTART_PAIRS", 8) as usize;
     let nats = Nats::start().expect("nats-server");

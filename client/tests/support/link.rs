@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +23,9 @@ enum Fault {
 pub struct Link {
     pub url: String,
     faults: watch::Sender<(u64, Fault)>,
-    accepted: Arc<AtomicU64>,
+    accepted: watch::Sender<u64>,
+    /// While set, new connections are stalled from the start (nothing is forwarded).
+    stall_new: Arc<AtomicBool>,
     /// Each forwarded chunk waits up to this long (µs), uniformly at random; 0: none.
     delay_us: Arc<AtomicU64>,
 }
@@ -38,27 +40,40 @@ impl Link {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("ws://{}", listener.local_addr().expect("addr"));
         let (faults, _) = watch::channel((0, Fault::Reset));
-        let accepted = Arc::new(AtomicU64::new(0));
+        let (accepted, _) = watch::channel(0);
+        let stall_new = Arc::new(AtomicBool::new(false));
         let delay_us = Arc::new(AtomicU64::new(0));
-        let (faults_tx, count, delay) =
-            (faults.clone(), Arc::clone(&accepted), Arc::clone(&delay_us));
+        let (faults_tx, count, stalling, delay) = (
+            faults.clone(),
+            accepted.clone(),
+            Arc::clone(&stall_new),
+            Arc::clone(&delay_us),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let generation = faults_tx.borrow().0;
-                count.fetch_add(1, Ordering::SeqCst);
-                let faults = faults_tx.subscribe();
-                let delay = Arc::clone(&delay);
-                tokio::spawn(async move {
-                    if let Ok(server) = TcpStream::connect(target).await {
-                        splice(client, server, faults, generation, delay).await;
-                    }
-                });
+                if stalling.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let _keep = client;
+                        std::future::pending::<()>().await;
+                    });
+                } else {
+                    let faults = faults_tx.subscribe();
+                    let delay = Arc::clone(&delay);
+                    tokio::spawn(async move {
+                        if let Ok(server) = TcpStream::connect(target).await {
+                            splice(client, server, faults, generation, delay).await;
+                        }
+                    });
+                }
+                count.send_modify(|n| *n += 1);
             }
         });
         Self {
             url,
             faults,
             accepted,
+            stall_new,
             delay_us,
         }
     }
@@ -69,19 +84,33 @@ impl Link {
         self.delay_us.store(micros, Ordering::SeqCst);
     }
 
-    /// Reset every connection open now, both sides (TCP RST).
+    /// Reset every connection open now, both sides (TCP RST); nothing they read from now
+    /// on is forwarded.
     pub fn reset_all(&self) {
         self.faults.send_modify(|f| *f = (f.0 + 1, Fault::Reset));
     }
 
-    /// Stop forwarding on every connection open now, keeping its sockets open.
+    /// Stop forwarding on every connection open now, keeping its sockets open; nothing
+    /// they read from now on is forwarded.
     pub fn stall_all(&self) {
         self.faults.send_modify(|f| *f = (f.0 + 1, Fault::Stall));
     }
 
+    /// While `on`, stall each new connection from its first byte: its WebSocket handshake
+    /// never completes (a network that accepts the SYN and then goes silent).
+    pub fn stall_new(&self, on: bool) {
+        self.stall_new.store(on, Ordering::SeqCst);
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::SeqCst)
+        *self.accepted.borrow()
+    }
+
+    /// Wait until at least `count` connections have been accepted.
+    pub async fn wait_accepted(&self, count: u64) {
+        let mut accepted = self.accepted.subscribe();
+        let _ = accepted.wait_for(|n| *n >= count).await;
     }
 }
 
@@ -115,6 +144,9 @@ async fn splice(
     let (mut a, mut b) = ([0u8; 16 << 10], [0u8; 16 << 10]);
     loop {
         tokio::select! {
+            // The fault first: once `reset_all` or `stall_all` has returned, nothing read
+            // afterwards is forwarded, so a test knows which messages were before the cut.
+            biased;
             fault = async {
                 // (The watch guard is not Send: drop it inside this future.)
                 faults.wait_for(|(g, _)| *g > generation).await.map_or(Fault::Reset, |f| f.1)

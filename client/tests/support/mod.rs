@@ -14,8 +14,19 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 /// Guard on waits so a bug fails a test instead of hanging it; never what a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Print the relay's and client's logs when `RUST_LOG` is set (a failing test's story).
+pub fn trace_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Start a relay on the current runtime; returns its URL and handle.
 pub async fn relay(config: Config) -> (String, Handle) {
+    trace_if_asked();
     let server = Server::bind(config).await.expect("bind");
     let url = format!("ws://{}", server.local_addrs()[0]);
     let handle = server.handle();
