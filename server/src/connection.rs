@@ -42,6 +42,11 @@ const WRITE_BATCH: usize = 64;
 /// How long a connection closed for a reason of ours gets to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long an END waits for the verdicts of its session's ROUTEs still on their way from
+/// other nodes (at most 1¼ cluster timeouts, 2.5 s by default) before the close. The
+/// client's own close timeout (5 s by default) must be longer.
+const END_VERDICTS: Duration = Duration::from_secs(3);
+
 /// A connection's bounded outbound queue, as the directory sees it (rule 3.8).
 #[derive(Clone)]
 pub(crate) struct Outbox {
@@ -386,6 +391,14 @@ where
             }
         }))
         .await;
+        // Then the refusals of its ROUTEs still waiting for a verdict from another node:
+        // the session is over, so each goes unnumbered, naming its ROUTE (rule 6.7). A
+        // client told its END is done must not have lost a message unawares.
+        let _ = Box::pin(tokio::time::timeout(
+            END_VERDICTS,
+            refuse_after_end(&mut ws, &shared, &mut replies),
+        ))
+        .await;
     }
     if attached {
         shared.metrics.sessions_attached.dec();
@@ -572,6 +585,36 @@ async fn settle_in_stream(waiting: VecDeque<Reply>, cell: Arc<SessionCell>, shar
         let verdict = std::future::poll_fn(|cx| pending.poll_verdict(cx, true)).await;
         judged(&shared, verdict, route.map(|route| (route, cell.as_ref())));
     }
+}
+
+/// The verdicts of the ROUTEs in `replies`, waited for in turn after END; each refusal
+/// sent as an unnumbered ERR naming its ROUTE (the session, and its stream, are over).
+async fn refuse_after_end<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    replies: &mut VecDeque<Reply>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(reply) = replies.pop_front() {
+        let text = match reply {
+            Reply::Ready(text) => Some(text),
+            Reply::Remote { pending, route } => {
+                let verdict = std::future::poll_fn(|cx| pending.poll_verdict(cx, true)).await;
+                judged(shared, verdict, None).reply().map(|mut message| {
+                    if let Message::Err { route: r, .. } = &mut message {
+                        *r = route;
+                    }
+                    message.to_json()
+                })
+            }
+        };
+        if let Some(text) = text {
+            send_reply(ws, shared, text).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a ROUTE's verdict makes of it, counted: for a version 2 session (`stream`: the

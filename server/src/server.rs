@@ -374,20 +374,21 @@ impl Server {
             link_stop.cancel();
             link_tasks.close();
             // NATS may be gone, and a flush would wait for it forever: give the farewell
-            // two cluster timeouts, no more (one for sessions that just moved on to pass
-            // on what still reaches this node for them, one for the farewell).
+            // three cluster timeouts, no more (one for sessions that just moved on to pass
+            // on what still reaches this node for them, one for the other nodes to confirm
+            // the farewell, one for NATS to take the last of it).
             let closing = async {
                 link_tasks.wait().await;
                 cluster.close().await;
             };
-            if tokio::time::timeout(2 * cluster.timeout(), closing)
+            if tokio::time::timeout(3 * cluster.timeout(), closing)
                 .await
                 .is_err()
             {
                 tracing::warn!(
                     "cluster link: NATS did not take this node's farewell within {} s; \
                      stopping anyway (its addresses get 404 elsewhere after the peer timeout)",
-                    (2 * cluster.timeout()).as_secs_f64()
+                    (3 * cluster.timeout()).as_secs_f64()
                 );
             }
         }

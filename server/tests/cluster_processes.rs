@@ -192,6 +192,48 @@ fn a_frozen_node_owes_no_verdict_past_the_peer_timeout() {
     assert!(silent >= 1.0, "{silent} silent verdicts");
 }
 
+/// Rule 6.7: an END waits for the verdicts of its session's ROUTEs still on their way to
+/// another node, and sends each refusal (naming its ROUTE, without `seq`: the stream is
+/// over) before the close — here a ROUTE to a frozen node, refused once the node's
+/// heartbeats have been missing for the peer timeout. Without it the client would be told
+/// its close went well, its message lost unawares.
+#[test]
+fn an_end_sends_the_refusals_still_owed_before_the_close() {
+    let nats = Nats::start().expect("nats-server");
+    let node1 = node(&nats, "node1");
+    let node2 = node(&nats, "node2");
+    let rt = runtime();
+    let (mut a, b_addr) = rt.block_on(async {
+        let mut a = Client::connect_v2(node1.url()).await;
+        let _ = a.init_v2().await;
+        let mut b = Client::connect(node2.url()).await;
+        let b_addr = b.init().await;
+        a.send(&support::route_v2(&b_addr, 1, r#"{"before":"freeze"}"#))
+            .await;
+        assert_eq!(b.recv_text().await, deliver(r#"{"before":"freeze"}"#));
+        std::mem::forget(b); // its node is about to freeze under it
+        (a, b_addr)
+    });
+    node2.process.signal("STOP").expect("SIGSTOP");
+    wait_until_stopped(node2.process.pid());
+    rt.block_on(async {
+        a.send(&support::route_v2(&b_addr, 2, r#"{"while":"frozen"}"#))
+            .await;
+        a.send(r#"{"type":"END"}"#).await;
+        let err = loop {
+            let frame = a.recv_json_skipping_acks().await;
+            if frame["type"] == "ERR" {
+                break frame;
+            }
+        };
+        assert_eq!(err["errCode"], 503, "{err}");
+        assert_eq!(err["route"], 2, "{err}");
+        assert!(err.get("seq").is_none(), "the stream is over: {err}");
+        assert_eq!(support::closed_with(&mut a).await, Some(1000));
+    });
+    node2.process.signal("CONT").expect("SIGCONT");
+}
+
 /// Wait until every thread of process `pid` is stopped (state `T` in `/proc`): `kill`
 /// returns once the signal is sent, and a thread waiting for a CPU stops only when it is
 /// next scheduled. Polled, as for any other process's state: there is no event to await.

@@ -17,6 +17,7 @@ mod message_api;
 mod pin;
 mod process;
 mod report;
+mod rolling_restart;
 mod schema_diff;
 mod schema_growth;
 mod soak;
@@ -113,6 +114,23 @@ enum Command {
         #[arg(long = "target", value_name = "NAME")]
         targets: Vec<String>,
     },
+    /// Restart a 3-node cluster (in-process nodes on a real nats-server, behind a
+    /// round-robin TCP front) node after node, ROUNDS times over, while PAIRS pairs of
+    /// resumable clients exchange MESSAGES numbered messages each way; fails if any message is
+    /// lost, repeated or reordered, or any pairing loses its address (docs/cluster.md,
+    /// "Drain"). Then kills a node (`kill -9`) under the same load: only the sessions it
+    /// held may end, each told. A short run of both is part of `cargo xtask test`.
+    RollingRestart {
+        /// Rounds of restarts (each restarts all three nodes in turn).
+        #[arg(long, default_value_t = 5)]
+        rounds: u64,
+        /// Pairs of resumable clients.
+        #[arg(long, default_value_t = 32)]
+        pairs: u64,
+        /// Numbered messages each client sends its peer.
+        #[arg(long, default_value_t = 5000)]
+        messages: u64,
+    },
     /// Run a steady mixed load (pingpong pairs whose every delivery is checked, plus churn
     /// clients that connect, INIT, send an invalid message, route to themselves and leave,
     /// half with a TCP reset) against a release compendium-server for MINUTES, sampling
@@ -159,6 +177,11 @@ fn main() -> ExitCode {
         } => bench_cluster::run(quick),
         Command::Bench { quick, pin, .. } => bench::run(quick, pin),
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
+        Command::RollingRestart {
+            rounds,
+            pairs,
+            messages,
+        } => rolling_restart::run(rounds, pairs, messages),
         Command::Soak {
             minutes,
             pairs,

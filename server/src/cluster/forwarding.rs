@@ -26,7 +26,8 @@ const MAX_SESSION_STREAMS: usize = 65_536;
 pub(super) struct Outgoing {
     id: u64,
     subject: String,
-    reply: String,
+    /// `None`: not a request (a confirmation of another node's farewell).
+    reply: Option<String>,
     payload: Bytes,
 }
 
@@ -47,6 +48,14 @@ impl Cluster {
             forward.address,
             forward.msg.as_str(),
         ));
+        // A node that said goodbye is sent nothing more (`presence.rs`, `leave`): what
+        // it drew is asked for on the session's subject, where nobody answers unless it
+        // moved — behind the ROUTEs to the same target still waiting on that node.
+        let left = forward.node.filter(|node| self.has_left(*node));
+        let forward = Forward {
+            node: forward.node.filter(|_| left.is_none()),
+            ..forward
+        };
         let (subject, stage) = match forward.node {
             Some(node) => (
                 format!("{}.node.{node}", self.prefix),
@@ -56,17 +65,24 @@ impl Cluster {
                     payload: payload.clone(),
                 },
             ),
-            None => (String::new(), Stage::Session { home: None }),
+            None => (String::new(), Stage::Session { home: left }),
         };
         let to_session = forward.node.is_none();
-        self.outstanding().insert(
-            id,
-            Waiting {
-                slot: Arc::clone(&slot),
-                stage,
-                deadline: slot.started + self.timeout,
-            },
-        );
+        {
+            let mut outstanding = self.outstanding();
+            outstanding.insert(
+                id,
+                Waiting {
+                    slot: Arc::clone(&slot),
+                    stage,
+                    deadline: slot.started + self.timeout,
+                },
+            );
+            if left.is_some() && outstanding.must_wait(forward.address) {
+                outstanding.defer(forward.address, id, payload);
+                return Pending(PendingState::Waiting(slot));
+            }
+        }
         let queued = if to_session {
             self.enqueue_for_session(id, forward.address, &payload)
         } else {
@@ -105,6 +121,22 @@ impl Cluster {
         self.enqueue(id, self.session_subject(address), payload)
     }
 
+    /// Send on the requests held back behind others to the same target that no longer
+    /// wait (see [`Outstanding`](super::outstanding::Outstanding)), in their order.
+    pub(super) fn send_deferred(&self) {
+        let ready = self.outstanding().ready();
+        for address in ready {
+            loop {
+                // (Not under the table's lock: numbering and queueing take another.)
+                let next = self.outstanding().next_deferred(address);
+                let Some((id, request)) = next else {
+                    break;
+                };
+                self.enqueue_for_session(id, address, &request);
+            }
+        }
+    }
+
     /// Send request `id` on to the subject of its target's session, which is not (or no
     /// longer) with the node that drew its address; `home` is that node if nobody answered
     /// for it, `None` if it said the session moved.
@@ -132,7 +164,7 @@ impl Cluster {
         let outgoing = Outgoing {
             id,
             subject,
-            reply: format!("{}.verdict.{}.{id}", self.prefix, self.node),
+            reply: Some(format!("{}.verdict.{}.{id}", self.prefix, self.node)),
             payload,
         };
         if self.outgoing.send(outgoing).is_err() {
@@ -142,6 +174,16 @@ impl Cluster {
             return false;
         }
         true
+    }
+
+    /// Queue a plain message (no reply expected) behind the forwarded ROUTEs.
+    pub(super) fn enqueue_plain(&self, subject: String, payload: Bytes) {
+        let _ = self.outgoing.send(Outgoing {
+            id: 0,
+            subject,
+            reply: None,
+            payload,
+        });
     }
 
     /// Publish the forwarded ROUTEs, in the order they were forwarded, until `stop` (and
@@ -182,10 +224,20 @@ impl Cluster {
 
     /// Publish one forwarded ROUTE; if NATS will not take it, its verdict is 503.
     async fn publish(&self, outgoing: Outgoing) {
+        let Some(reply) = outgoing.reply else {
+            if let Err(err) = self
+                .client
+                .publish(outgoing.subject, outgoing.payload)
+                .await
+            {
+                tracing::debug!(error = %err, "cluster link: cannot confirm a farewell");
+            }
+            return;
+        };
         self.metrics.cluster_routes_sent.inc();
         if let Err(err) = self
             .client
-            .publish_with_reply(outgoing.subject, outgoing.reply, outgoing.payload)
+            .publish_with_reply(outgoing.subject, reply, outgoing.payload)
             .await
         {
             tracing::debug!(error = %err, "cluster link: cannot publish a forwarded ROUTE");

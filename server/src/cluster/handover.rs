@@ -38,7 +38,7 @@ use futures_util::StreamExt;
 
 use super::handover_wire::{self as hw, Answer, Control, Step};
 use super::inbound::{Inbound, Stream};
-use super::{Cluster, next_or_drain, serving, wire};
+use super::{Cluster, next_until_departed, serving, wire};
 use crate::addressing::NodeId;
 use crate::connection::Outbox;
 use crate::directory::Directory;
@@ -368,18 +368,16 @@ impl Cluster {
     }
 
     /// Serve claims for the sessions drawn on this node, and news of those that ended
-    /// elsewhere, until `stop` (and then those that reached this node before it
-    /// unsubscribed).
+    /// elsewhere, until `departed` (and then those that reached this node before).
     pub(super) async fn serve_claims(
         self: Arc<Self>,
         mut claims: Subscriber,
-        stop: tokio_util::sync::CancellationToken,
+        departed: tokio_util::sync::CancellationToken,
     ) {
         let Some(directory) = self.directory.get().cloned() else {
             return;
         };
-        let mut draining = false;
-        while let Some(message) = next_or_drain(&mut claims, &stop, &mut draining).await {
+        while let Some(message) = next_until_departed(&mut claims, &departed).await {
             match hw::decode_control(&message.payload) {
                 Some(Control::Claim(claim)) => {
                     // Claims for sessions drawn here do not overlap with ROUTEs to the

@@ -87,6 +87,11 @@ pub(crate) struct Cluster {
     leaving: CancellationToken,
     /// The heartbeat task, which has ended before the farewell is said.
     beating: tokio_util::task::TaskTracker,
+    /// Cancelled in [`Cluster::close`] once every other node has heard the farewell:
+    /// what the tasks serving this node's requests and claims stop on (see `close`).
+    departed: CancellationToken,
+    /// The tasks serving this node's requests and claims, which outlive the others.
+    answering: tokio_util::task::TaskTracker,
 }
 
 /// This node's subscriptions, served once the relay runs, and the queue of ROUTEs to
@@ -237,6 +242,8 @@ impl Cluster {
             roaming: tokio_util::task::TaskTracker::new(),
             leaving: CancellationToken::new(),
             beating: tokio_util::task::TaskTracker::new(),
+            departed: CancellationToken::new(),
+            answering: tokio_util::task::TaskTracker::new(),
         });
         // The others hear of this node before it hands out its first address.
         cluster.beat(wire::Presence::Beat(node)).await;
@@ -280,7 +287,8 @@ impl Cluster {
     }
 
     /// Serve this node's subscriptions until `stop`, each in a task of `tasks`, with
-    /// requests delivered to `directory`.
+    /// requests delivered to `directory` — but its requests and claims, which are
+    /// answered until [`Cluster::close`] has said goodbye.
     pub(crate) fn serve(
         self: &Arc<Self>,
         subscriptions: Subscriptions,
@@ -290,23 +298,27 @@ impl Cluster {
         stop: &CancellationToken,
     ) {
         let _ = self.directory.set(Arc::clone(&directory));
-        tasks.spawn(Arc::clone(self).serve_claims(subscriptions.claims, stop.clone()));
-        tasks.spawn(Arc::clone(self).serve_requests(
+        self.answering
+            .spawn(Arc::clone(self).serve_claims(subscriptions.claims, self.departed.clone()));
+        self.answering.spawn(Arc::clone(self).serve_requests(
             subscriptions.requests,
             directory,
             max_message_bytes,
-            stop.clone(),
+            self.departed.clone(),
         ));
         tasks.spawn(Arc::clone(self).collect_verdicts(subscriptions.verdicts, stop.clone()));
         tasks.spawn(Arc::clone(self).expire_verdicts(stop.clone()));
         tasks.spawn(Arc::clone(self).publish_forwards(subscriptions.outgoing, stop.clone()));
-        tasks.spawn(Arc::clone(self).hear_presence(subscriptions.presence, stop.clone()));
+        // The others' presence too: the farewell waits for those heard from lately.
+        self.answering
+            .spawn(Arc::clone(self).hear_presence(subscriptions.presence, self.departed.clone()));
         self.beating
             .spawn(Arc::clone(self).keep_beating(self.leaving.clone()));
     }
 
     /// Close the cluster link: tell the others this node is leaving (its addresses get 404
-    /// at once), unsubscribe, and flush what is still to be sent.
+    /// at once), unsubscribe, and flush what is still to be sent. Takes up to three
+    /// cluster timeouts (passing on, the farewell, NATS taking the last of it).
     pub(crate) async fn close(&self) {
         // A session that moved on from here a moment ago may still have ROUTEs on their way
         // to this node (`handover.rs`): pass them on first. Those still held here (a drain
@@ -319,9 +331,18 @@ impl Cluster {
         self.beating.wait().await;
         if !self.link.is_up() {
             // Nobody to tell; the others notice the silence (peer timeout).
+            self.departed.cancel();
             return;
         }
-        self.beat(wire::Presence::Leaving(self.node)).await;
+        // Requests and claims are answered until every other node has heard the farewell:
+        // after it, none sends this node anything more, and what each sent before is
+        // here already (`presence.rs`). Unsubscribing earlier would lose requests on
+        // their way here: the NATS client drops what arrives for a subscription it has
+        // let go, and NATS, having delivered them, sends no "no responders".
+        self.leave().await;
+        self.departed.cancel();
+        self.answering.close();
+        self.answering.wait().await;
         // On the wire before anything else happens to the connection.
         if let Err(err) = self.client.flush().await {
             tracing::debug!(error = %err, "cluster link: flush failed");
@@ -344,34 +365,32 @@ async fn next_until(
     }
 }
 
-/// Unsubscribe `subscriber` so that what NATS sent before it heard of it still comes (and
-/// then the end). A node that leaves answers the requests that reached it: dropped, each
-/// would wait out its sender's cluster timeout for a 503, while the requests sent after
-/// find no responder here and go where the node's sessions went.
-async fn drain(subscriber: &mut Subscriber) {
-    if let Err(err) = subscriber.drain().await {
-        tracing::debug!(error = %err, "cluster link: cannot unsubscribe");
+/// The next message of `subscriber`; once `departed` (every other node has heard this one
+/// leave), only those that have reached this node already, then `None`. How the tasks
+/// that answer requests and claims wait: they never unsubscribe early (see
+/// [`Cluster::close`]).
+async fn next_until_departed(
+    subscriber: &mut Subscriber,
+    departed: &CancellationToken,
+) -> Option<async_nats::Message> {
+    if departed.is_cancelled() {
+        return buffered(subscriber);
+    }
+    tokio::select! {
+        biased;
+        message = futures_util::StreamExt::next(subscriber) => message,
+        () = departed.cancelled() => buffered(subscriber),
     }
 }
 
-/// The next message of `subscriber`, until `stop`; then, having unsubscribed ([`drain`]),
-/// the messages that reached this node before, and `None`. `draining` starts `false` and
-/// says whether the subscription is being drained.
-async fn next_or_drain(
-    subscriber: &mut Subscriber,
-    stop: &CancellationToken,
-    draining: &mut bool,
-) -> Option<async_nats::Message> {
-    if !*draining {
-        tokio::select! {
-            () = stop.cancelled() => {
-                *draining = true;
-                drain(subscriber).await;
-            }
-            message = futures_util::StreamExt::next(subscriber) => return message,
-        }
-    }
-    futures_util::StreamExt::next(subscriber).await
+/// The next message that has reached this node for `subscriber`, if any, without
+/// waiting. Unconstrained: within tokio's cooperative budget a busy task would be told
+/// "nothing yet" of a message that is there, and take it for the end.
+fn buffered(subscriber: &mut Subscriber) -> Option<async_nats::Message> {
+    futures_util::FutureExt::now_or_never(tokio::task::unconstrained(
+        futures_util::StreamExt::next(subscriber),
+    ))
+    .flatten()
 }
 
 fn unix_millis(time: SystemTime) -> u64 {

@@ -104,6 +104,86 @@ impl Cluster {
         }
     }
 
+    /// Whether `node` has said it is leaving: its subject is not sent to any more.
+    pub(super) fn has_left(&self, node: NodeId) -> bool {
+        matches!(
+            self.peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&node),
+            Some(Peer::Left(_))
+        )
+    }
+
+    /// Say goodbye, and wait (at most a cluster timeout) until every node heard from
+    /// within the peer timeout has confirmed it. A node confirms through the queue that
+    /// publishes its forwarded ROUTEs, after it stopped sending this node any (see
+    /// `forward`): NATS keeps one publisher's messages in order, so once the last
+    /// confirmation is here, so is everything the others sent to this node's subjects.
+    pub(super) async fn leave(&self) {
+        let mut waiting: Vec<NodeId> = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(node, peer)| match peer {
+                Peer::HeardAt(at) if at.elapsed() < self.peer_timeout => Some(*node),
+                _ => None,
+            })
+            .collect();
+        let farewell =
+            Bytes::copy_from_slice(&wire::encode_presence(wire::Presence::Leaving(self.node)));
+        let subject = format!("{}.presence", self.prefix);
+        let inbox = self.client.new_inbox();
+        let mut confirmations = match self.client.subscribe(inbox.clone()).await {
+            Ok(confirmations) => Some(confirmations),
+            Err(err) => {
+                tracing::debug!(error = %err, "cluster link: cannot wait for the farewell's confirmations");
+                None
+            }
+        };
+        let published = match &confirmations {
+            Some(_) => {
+                self.client
+                    .publish_with_reply(subject, inbox, farewell)
+                    .await
+            }
+            None => self.client.publish(subject, farewell).await,
+        };
+        if let Err(err) = published {
+            tracing::debug!(error = %err, "cluster link: cannot say goodbye");
+            return;
+        }
+        let Some(confirmations) = confirmations.as_mut() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while !waiting.is_empty() {
+            let next =
+                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(confirmations));
+            match next.await {
+                Ok(Some(message)) => {
+                    if let Some(wire::Presence::Leaving(node)) =
+                        wire::decode_presence(&message.payload)
+                    {
+                        waiting.retain(|n| *n != node);
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        unconfirmed = waiting.len(),
+                        "cluster link: {} node(s) did not confirm this node's farewell within {} ms; \
+                         ROUTEs they send it now get ERR 503",
+                        waiting.len(),
+                        self.timeout.as_millis()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     /// Record the other nodes' heartbeats and farewells, until `stop`.
     pub(crate) async fn hear_presence(
         self: Arc<Self>,
@@ -124,6 +204,11 @@ impl Cluster {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(node, peer);
+                if let (Peer::Left(_), Some(reply)) = (peer, message.reply) {
+                    // Behind every ROUTE already queued for it (see `leave`).
+                    let confirmation = wire::encode_presence(wire::Presence::Leaving(self.node));
+                    self.enqueue_plain(reply.to_string(), Bytes::copy_from_slice(&confirmation));
+                }
             }
         }
     }

@@ -19,8 +19,8 @@ use crate::session::{Hold, RemoteVerdict};
 
 impl Cluster {
     /// Deliver requests from other nodes to this node's connections, in the order they
-    /// arrive, until `stop` (and then those that reached this node before it unsubscribed:
-    /// see [`super::drain`]). A refusal is answered at once; deliveries are acknowledged in
+    /// arrive, until `departed` (and then those that reached this node before: see
+    /// [`Cluster::close`]). A refusal is answered at once; deliveries are acknowledged in
     /// batches, each sent when no more requests are waiting (or it is full), so a busy
     /// node sends one acknowledgement for many requests and an idle one adds no delay.
     pub(super) async fn serve_requests(
@@ -28,17 +28,10 @@ impl Cluster {
         mut requests: Subscriber,
         directory: Arc<Directory<Outbox>>,
         max_message_bytes: usize,
-        stop: CancellationToken,
+        departed: CancellationToken,
     ) {
         let mut acks = Acks::new(format!("{}.verdict.", self.prefix));
-        let mut draining = false;
         loop {
-            // Checked on every turn too: a node that never runs out of requests must
-            // still stop.
-            if stop.is_cancelled() && !draining {
-                draining = true;
-                super::drain(&mut requests).await;
-            }
             let mut message = requests.next().now_or_never();
             if message.is_none() && !acks.is_empty() {
                 // As for forwards: let what else is ready run first, to ack more at once.
@@ -49,9 +42,18 @@ impl Cluster {
                 Some(message) => message,
                 None => {
                     self.send_acks(&mut acks).await;
-                    tokio::select! {
-                        () = stop.cancelled(), if !draining => continue,
-                        message = requests.next() => message,
+                    if departed.is_cancelled() {
+                        // What reached this node, to the last (see `super::buffered`).
+                        match super::buffered(&mut requests) {
+                            Some(message) => Some(message),
+                            None => return,
+                        }
+                    } else {
+                        tokio::select! {
+                            biased;
+                            message = requests.next() => message,
+                            () = departed.cancelled() => continue,
+                        }
                     }
                 }
             };

@@ -53,6 +53,8 @@ impl Cluster {
                         self.fill(&waiting.slot, Verdict::Delivered);
                     }
                 }
+                drop(outstanding);
+                self.send_deferred();
                 continue;
             }
             let Some((id, waiting)) = token
@@ -91,6 +93,7 @@ impl Cluster {
                 ) => {
                     let home = verdict.is_none().then_some(node);
                     self.send_on(id, waiting, address, payload, home);
+                    self.send_deferred();
                     continue;
                 }
                 // Nobody holds the session: gone, or its home failing over (as before).
@@ -101,6 +104,7 @@ impl Cluster {
                 (_, Some(verdict)) => verdict,
             };
             self.fill(&waiting.slot, verdict);
+            self.send_deferred();
         }
     }
 
@@ -140,6 +144,7 @@ impl Cluster {
             for slot in expired {
                 self.fill(&slot, Verdict::TimedOut);
             }
+            self.send_deferred();
         }
     }
 }
