@@ -119,7 +119,7 @@ enum Command {
     /// resumable clients exchange MESSAGES numbered messages each way; fails if any message is
     /// lost, repeated or reordered, or any pairing loses its address (docs/cluster.md,
     /// "Drain"). Then kills a node (`kill -9`) under the same load: only the sessions it
-    /// held may end, each told. A short run of both is part of `cargo xtask test`.
+    /// held may end, each told. A short run of the first is part of `cargo xtask test`.
     RollingRestart {
         /// Rounds of restarts (each restarts all three nodes in turn).
         #[arg(long, default_value_t = 5)]
