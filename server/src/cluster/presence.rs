@@ -136,31 +136,29 @@ impl Cluster {
         let subject = format!("{}.presence", self.prefix);
         let inbox = self.client.new_inbox();
         let mut confirmations = match self.client.subscribe(inbox.clone()).await {
-            Ok(confirmations) => Some(confirmations),
+            Ok(confirmations) => confirmations,
             Err(err) => {
                 tracing::debug!(error = %err, "cluster link: cannot wait for the farewell's confirmations");
-                None
+                if let Err(err) = self.client.publish(subject, farewell).await {
+                    tracing::debug!(error = %err, "cluster link: cannot say goodbye");
+                }
+                return;
             }
         };
-        let published = match &confirmations {
-            Some(_) => {
-                self.client
-                    .publish_with_reply(subject, inbox, farewell)
-                    .await
-            }
-            None => self.client.publish(subject, farewell).await,
-        };
-        if let Err(err) = published {
+        if let Err(err) = self
+            .client
+            .publish_with_reply(subject, inbox, farewell)
+            .await
+        {
             tracing::debug!(error = %err, "cluster link: cannot say goodbye");
             return;
         }
-        let Some(confirmations) = confirmations.as_mut() else {
-            return;
-        };
         let deadline = tokio::time::Instant::now() + self.timeout;
         while !waiting.is_empty() {
-            let next =
-                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(confirmations));
+            let next = tokio::time::timeout_at(
+                deadline,
+                futures_util::StreamExt::next(&mut confirmations),
+            );
             match next.await {
                 Ok(Some(message)) => {
                     if let Some(wire::Presence::Leaving(node)) =
