@@ -126,7 +126,10 @@ impl Driver {
                         reason: "session ended".into(),
                     };
                 }
-                Lost::Broken { code, reason } => (code, reason),
+                Lost::Broken { code, reason } => {
+                    tracing::debug!(?code, %reason, "connection lost");
+                    (code, reason)
+                }
             };
             if let Some(init) = self.init.take() {
                 let _ = init.send(Err(Error::Closed {
@@ -155,6 +158,7 @@ impl Driver {
                 },
             };
             if let Some(why) = why {
+                tracing::debug!(%why, "session lost");
                 let _ = self
                     .events
                     .send(Event::SessionLost {
@@ -243,6 +247,7 @@ impl Driver {
                     }
                 }
             }
+            tracing::debug!(problem = %last_problem, "resume attempt failed; trying again");
             // Full jitter: a random point in [0, backoff), so that many clients of a
             // restarted relay do not come back in step.
             let wait = backoff.mul_f64(jitter());
@@ -304,6 +309,7 @@ impl Driver {
                 if socket.flush().await.is_err() {
                     return Ok(None);
                 }
+                tracing::debug!(address = %ephe_wss_addr, resent = count, "session resumed");
                 let _ = self
                     .events
                     .send(Event::Resumed {
@@ -319,6 +325,12 @@ impl Driver {
                 "the relay refused to resume the session ({err_msg})"
             )),
             // 429 (too many failed resumes from this network), or anything else: retry.
+            Some(Message::Err {
+                err_code, err_msg, ..
+            }) => {
+                tracing::debug!(code = err_code, message = %err_msg, "RESUME refused for now");
+                Ok(None)
+            }
             _ => Ok(None),
         }
     }

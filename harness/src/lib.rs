@@ -40,9 +40,16 @@ impl Relay {
     /// on a free loopback port with metrics on another; add arguments, then [`Relay::start`].
     #[must_use]
     pub fn command(bin: &Path) -> Command {
+        Self::command_on(bin, "127.0.0.1:0")
+    }
+
+    /// As [`Relay::command`], listening on `listen` (`IP:PORT`): a node restarted on the
+    /// port its clients (or a load balancer) know.
+    #[must_use]
+    pub fn command_on(bin: &Path, listen: &str) -> Command {
         let mut command = Command::new(bin);
         command
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");

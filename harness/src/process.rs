@@ -191,6 +191,14 @@ impl Process {
         }
     }
 
+    /// Its exit status if it has exited (by itself: a crash, say), `None` while it runs.
+    ///
+    /// # Errors
+    /// If its status cannot be read.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        self.child.try_wait().context("looking at its status")
+    }
+
     /// SIGKILL (`kill -9`): no chance to say goodbye. Returns once it is gone.
     ///
     /// # Errors

@@ -21,13 +21,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
 use compendium_messages::Message;
 
-use crate::cluster::{self, Pending};
-use crate::directory::{ConnId, Mailbox, Refusal};
-use crate::metrics::{CodeLabel, ReasonLabel};
+use crate::directory::ConnId;
+use crate::metrics::{CodeLabel, ReasonLabel, VerdictLabel};
+use crate::outbox::Outbox;
 use crate::relay::{Input, Leaving, Outcome};
-use crate::remote::Verdict;
-use crate::server::Shared;
+use crate::remote::{Pending, Verdict};
 use crate::session::{Expiry, Pull, SessionCell};
+use crate::shared::Shared;
 
 /// A version 2 connection acknowledges ROUTEs (ROUTEACK) after this many, or after
 /// [`ROUTEACK_DELAY`] without one, whichever comes first (rule 6.5): batched, not one
@@ -46,36 +46,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// other nodes (at most 1¼ cluster timeouts, 2.5 s by default) before the close. The
 /// client's own close timeout (5 s by default) must be longer.
 const END_VERDICTS: Duration = Duration::from_secs(3);
-
-/// A connection's bounded outbound queue, as the directory sees it (rule 3.8).
-#[derive(Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<String>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
-}
-
-impl Mailbox for Outbox {
-    fn try_push(&self, frame: String) -> Result<(), Refusal> {
-        let len = frame.len();
-        // Reserve first, so concurrent senders cannot all slip under the bound; an empty
-        // queue always takes one frame, so a message that fits the size limit can always
-        // reach a connection that is keeping up.
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // (An empty frame is a version 2 connection's wake-up, never data: `session.rs`.)
-        if before > 0 && before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(Refusal::Full);
-        }
-        self.tx.try_send(frame).map_err(|err| {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            match err {
-                mpsc::error::TrySendError::Full(_) => Refusal::Full,
-                mpsc::error::TrySendError::Closed(_) => Refusal::Gone,
-            }
-        })
-    }
-}
 
 /// Why a connection ended; logged and counted (`compendium_connections_closed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,11 +180,7 @@ where
     let (tx, mut rx) = mpsc::channel::<String>(config.max_queue);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let wake = v2.then(|| (tx.clone(), peer));
-    let outbox = Outbox {
-        tx,
-        queued_bytes: Arc::clone(&queued_bytes),
-        max_bytes: config.max_queue_bytes,
-    };
+    let outbox = Outbox::new(tx, Arc::clone(&queued_bytes), config.max_queue_bytes);
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let mut session = shared
         .relay
@@ -308,7 +274,7 @@ where
                 match outcome {
                     Outcome::Forward(forward) => {
                         let route = forward.route;
-                        let pending = forward_to_cluster(&shared, forward);
+                        let pending = shared.remote.forward(forward);
                         replies.push_back(Reply::Remote { pending, route });
                         continue;
                     }
@@ -539,38 +505,19 @@ fn head_verdict(
     })
 }
 
-/// Forward a ROUTE to the node that holds its target. Without a cluster there is no such
-/// node (a single relay's addresses are all its own), so this cannot be reached; it would
-/// answer 503.
-fn forward_to_cluster(shared: &Shared, forward: crate::remote::Forward) -> Pending {
-    match &shared.cluster {
-        Some(cluster) => cluster.forward(forward),
-        None => Pending::unreachable(),
-    }
-}
-
-/// Ask the cluster for the session a RESUME names, held by another node, and install it
-/// here (docs/cluster.md, "Resume on any node"); what to answer the RESUME.
+/// Ask the other nodes for the session a RESUME names, and install it here
+/// (docs/cluster.md, "Resume on any node"); what to answer the RESUME.
 async fn claim_session(
     shared: &Shared,
     session: &mut crate::relay::Session<Outbox>,
     claim: crate::remote::Claim,
 ) -> Outcome {
-    let Some(cluster) = &shared.cluster else {
-        return shared.relay.claimed(
-            session,
-            crate::remote::Claimed::Refused,
-            std::time::Instant::now(),
-        );
-    };
-    let (claimed, adoption) = cluster.claim(&claim).await;
+    let (claimed, adopt) = shared.remote.claim(&claim).await;
     let outcome = shared
         .relay
         .claimed(session, claimed, std::time::Instant::now());
-    if let (Outcome::Resumed { .. }, Some(adoption), Some(cell)) =
-        (&outcome, adoption, session.cell())
-    {
-        cluster.adopt(adoption, Arc::clone(cell));
+    if let (Outcome::Resumed { .. }, Some(adopt), Some(cell)) = (&outcome, adopt, session.cell()) {
+        adopt(Arc::clone(cell));
     }
     outcome
 }
@@ -623,7 +570,7 @@ fn judged(shared: &Shared, verdict: Verdict, stream: Option<(u64, &SessionCell)>
     shared
         .metrics
         .cluster_verdicts
-        .get_or_create(&cluster::verdict_label(verdict))
+        .get_or_create(&VerdictLabel::of(verdict))
         .inc();
     let mut outcome = shared.relay.verdict(verdict);
     if let Some((route, cell)) = stream {

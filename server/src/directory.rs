@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use compendium_messages::Address;
 
-use crate::cluster::VerdictSlot;
+use crate::remote::VerdictSlot;
 use crate::session::{Hold, Pushed, SessionCell};
 
 /// Where frames for one connection go. The connection task implements it over a bounded

@@ -26,11 +26,13 @@ mod error;
 pub mod fuzzing;
 mod listener;
 mod metrics;
+mod outbox;
 mod rate;
 mod relay;
 mod remote;
 mod server;
 mod session;
+mod shared;
 mod tls;
 
 pub use config::{

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::burst::BurstReader;
 use crate::connection;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// After an accept error (typically EMFILE: out of file descriptors) wait this long before
 /// trying again, instead of spinning; the loop itself never gives up.

@@ -13,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::remote::Verdict;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,27 @@ pub(crate) struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct VerdictLabel {
     pub(crate) verdict: &'static str,
+}
+
+impl VerdictLabel {
+    /// The label of `verdict`.
+    pub(crate) fn of(verdict: Verdict) -> Self {
+        Self {
+            verdict: match verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::NotFound => "not_found",
+                Verdict::Full => "full",
+                Verdict::Unreachable => "unreachable",
+                Verdict::Absent => "absent",
+                Verdict::TimedOut => "timed_out",
+                Verdict::Refused => "refused",
+                Verdict::Away => "away",
+                Verdict::Silent => "silent",
+                Verdict::Moved => "moved",
+                Verdict::Held => "held",
+            },
+        }
+    }
 }
 
 /// Labels of the cluster node info metric.

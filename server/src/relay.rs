@@ -16,9 +16,9 @@ use compendium_messages::{Address, Direction, Message, SUBPROTOCOL_V2, Secret, c
 use tokio::sync::mpsc;
 
 use crate::addressing::{Addressing, Home};
-use crate::cluster::Pending;
 use crate::directory::{ConnId, Delivery, Directory, Mailbox};
 use crate::rate::TokenBucket;
+use crate::remote::Pending;
 use crate::remote::{Claim, Claimed, Forward, Verdict};
 use crate::session::{self, Detach, Hold, Owed, Resume, RouteSeq, SessionCell, Sessions};
 

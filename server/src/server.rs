@@ -13,51 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::addressing::{Addressing, NodeId, Random, Sealed};
-use crate::cluster::{Cluster, Subscriptions};
+use crate::cluster::{Cluster, Nodes, Subscriptions};
 use crate::config::Config;
-use crate::connection::Outbox;
 use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
+use crate::remote::{Alone, Remote};
 use crate::session::{Limits, Sessions};
+use crate::shared::Shared;
 use crate::tls::{CertificateInfo, Tls};
 use crate::{listener, metrics};
-
-/// What every connection task of one server shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) ws_config: WebSocketConfig,
-    pub(crate) relay: Relay<Outbox>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) next_conn: AtomicU64,
-    /// One permit per open connection (rule 4.3).
-    pub(crate) slots: Arc<Semaphore>,
-    /// Counts connections that have fully ended (address released, slot freed), so that
-    /// tests and embedders can await that event instead of polling.
-    pub(crate) ended: watch::Sender<u64>,
-    /// This node's live addresses (also inside `relay`), which requests from other nodes
-    /// are delivered to.
-    pub(crate) directory: Arc<Directory<Outbox>>,
-    /// The link to the other nodes, in cluster mode.
-    pub(crate) cluster: Option<Arc<Cluster>>,
-    /// Bumped to close every connection (1001) when the node is cut off from its cluster
-    /// for longer than the grace period.
-    pub(crate) evictions: watch::Sender<u64>,
-    /// While set, new handshakes get HTTP 503: the node is cut off from its cluster.
-    pub(crate) refusing: AtomicBool,
-    /// `wss://`: the certificate in use, reloadable.
-    pub(crate) tls: Option<Arc<Tls>>,
-    /// The node is draining (cluster mode, SIGTERM): its resumable connections close with
-    /// 1012 and their sessions stay, for other nodes to claim (docs/cluster.md, "Drain").
-    pub(crate) draining: AtomicBool,
-    /// Ends a drain before its timeout (a second SIGTERM).
-    pub(crate) end_drain: CancellationToken,
-    /// Cancelled when the node is about to exit, after its connections and its drain:
-    /// what detached sessions' expiry tasks stop on.
-    pub(crate) exiting: CancellationToken,
-}
 
 /// A relay whose listeners are bound but not yet serving.
 ///
@@ -191,6 +157,10 @@ impl Server {
             .cluster
             .as_ref()
             .map_or(std::time::Duration::ZERO, |c| c.timeout);
+        let remote: Arc<dyn Remote> = match &cluster {
+            Some(cluster) => Arc::new(Nodes(Arc::clone(cluster))),
+            None => Arc::new(Alone),
+        };
         let shared = Arc::new(Shared {
             relay: Relay::new(
                 Arc::clone(&directory),
@@ -208,6 +178,7 @@ impl Server {
             ended: watch::Sender::new(0),
             directory,
             cluster,
+            remote,
             evictions: watch::Sender::new(0),
             refusing: AtomicBool::new(false),
             tls,

@@ -30,9 +30,9 @@ use compendium_messages::{Address, Message, Secret};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::cluster::VerdictSlot;
 use crate::directory::{ConnId, Refusal};
 use crate::remote::Verdict;
+use crate::remote::VerdictSlot;
 
 /// How many superseded secrets a session remembers, to recognise a stolen one (rule 6.9).
 const OLD_SECRETS: usize = 4;

@@ -7,6 +7,7 @@ mod bench_cluster;
 mod bench_load;
 mod bench_resumable;
 mod bench_spread;
+mod chaos;
 mod chart;
 mod codegen;
 #[cfg(test)]
@@ -131,6 +132,31 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         messages: u64,
     },
+    /// Chaos: three relay node processes on a three-server NATS cluster behind a
+    /// round-robin TCP front, resumable and version 1 client pairs exchanging numbered
+    /// messages, and a random schedule of faults (kill -9, SIGTERM drains, SIGSTOP/SIGCONT,
+    /// NATS servers killed and restarted, client connections reset) for DURATION seconds.
+    /// Fails if a message is lost without its sender being told, repeated or reordered, or
+    /// a node crashes or drains badly; then shrinks the schedule to the fewest steps that
+    /// still fail and prints the command that replays them (docs/cluster.md, "Chaos"). A
+    /// 10 s run is part of `cargo xtask test`.
+    Chaos {
+        /// Seconds of faults.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        duration: u64,
+        /// The schedule's seed (printed by every run); drawn when absent.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Apply only these steps of the seed's schedule (a replay, as a failed run prints).
+        #[arg(long, value_delimiter = ',', value_name = "N,N,...", requires = "seed")]
+        steps: Option<Vec<usize>>,
+        /// Pairs of resumable clients (half as many version 1 pairs run beside them).
+        #[arg(long, default_value_t = 6)]
+        pairs: u64,
+        /// Runs the shrink of a failure may take at most.
+        #[arg(long, default_value_t = 20, value_name = "RUNS")]
+        shrink_runs: usize,
+    },
     /// Run a steady mixed load (pingpong pairs whose every delivery is checked, plus churn
     /// clients that connect, INIT, send an invalid message, route to themselves and leave,
     /// half with a TCP reset) against a release compendium-server for MINUTES, sampling
@@ -177,6 +203,19 @@ fn main() -> ExitCode {
         } => bench_cluster::run(quick),
         Command::Bench { quick, pin, .. } => bench::run(quick, pin),
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
+        Command::Chaos {
+            duration,
+            seed,
+            steps,
+            pairs,
+            shrink_runs,
+        } => chaos::run(&chaos::Options {
+            duration,
+            seed,
+            steps,
+            pairs,
+            shrink_runs,
+        }),
         Command::RollingRestart {
             rounds,
             pairs,

@@ -1,9 +1,8 @@
 //! The sending side of a ROUTE to another node: queued in the order its connection made
-//! it, published in batches, and the [`Pending`] verdict its connection polls.
+//! it and published in batches; its connection polls the [`Pending`] verdict.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -11,10 +10,10 @@ use compendium_messages::Address;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outstanding::{Stage, VerdictSlot, Waiting};
+use super::outstanding::{Stage, Waiting};
 use super::{Cluster, unix_millis, wire};
 use crate::addressing::NodeId;
-use crate::remote::{Forward, Verdict};
+use crate::remote::{Forward, Pending, Verdict, VerdictSlot};
 
 /// The most forwarded ROUTEs handed to NATS in one turn of the publisher.
 const PUBLISH_BATCH: usize = 256;
@@ -26,7 +25,8 @@ const MAX_SESSION_STREAMS: usize = 65_536;
 pub(super) struct Outgoing {
     id: u64,
     subject: String,
-    /// `None`: not a request (a confirmation of another node's farewell).
+    /// `None`: not a request (an answer to another node: a farewell's confirmation, a
+    /// claim's answer), published in its place among the ROUTEs.
     reply: Option<String>,
     payload: Bytes,
 }
@@ -38,7 +38,7 @@ impl Cluster {
     /// to one target keep their order (rule 3.5).
     pub(crate) fn forward(&self, forward: Forward) -> Pending {
         if !self.link.is_up() {
-            return Pending::ready(Verdict::Unreachable);
+            return Pending::unreachable();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = VerdictSlot::new();
@@ -80,7 +80,7 @@ impl Cluster {
             );
             if left.is_some() && outstanding.must_wait(forward.address) {
                 outstanding.defer(forward.address, id, payload);
-                return Pending(PendingState::Waiting(slot));
+                return Pending::waiting(slot);
             }
         }
         let queued = if to_session {
@@ -89,9 +89,9 @@ impl Cluster {
             self.enqueue(id, subject, payload)
         };
         if !queued {
-            return Pending::ready(Verdict::Unreachable);
+            return Pending::unreachable();
         }
-        Pending(PendingState::Waiting(slot))
+        Pending::waiting(slot)
     }
 
     /// Queue request `id` (its v1 bytes) for the subject of `address`'s session, numbered
@@ -176,14 +176,19 @@ impl Cluster {
         true
     }
 
-    /// Queue a plain message (no reply expected) behind the forwarded ROUTEs.
-    pub(super) fn enqueue_plain(&self, subject: String, payload: Bytes) {
-        let _ = self.outgoing.send(Outgoing {
+    /// Publish an answer to another node (no reply expected) behind the ROUTEs forwarded
+    /// so far, which NATS then delivers first (it keeps one publisher's order); once the
+    /// queue is closed (this node is leaving, and all it held has been published), at once.
+    pub(super) async fn publish_in_order(&self, subject: String, payload: Bytes) {
+        let answer = Outgoing {
             id: 0,
             subject,
             reply: None,
             payload,
-        });
+        };
+        if let Err(mpsc::error::SendError(answer)) = self.outgoing.send(answer) {
+            self.publish(answer).await;
+        }
     }
 
     /// Publish the forwarded ROUTEs, in the order they were forwarded, until `stop` (and
@@ -230,7 +235,7 @@ impl Cluster {
                 .publish(outgoing.subject, outgoing.payload)
                 .await
             {
-                tracing::debug!(error = %err, "cluster link: cannot confirm a farewell");
+                tracing::debug!(error = %err, "cluster link: cannot answer another node");
             }
             return;
         };
@@ -244,49 +249,6 @@ impl Cluster {
             if let Some(waiting) = self.outstanding().take(outgoing.id) {
                 self.fill(&waiting.slot, Verdict::Unreachable);
             }
-        }
-    }
-}
-
-/// The verdict of a forwarded ROUTE, when it comes.
-pub(crate) struct Pending(PendingState);
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            PendingState::Ready(verdict) => write!(f, "Pending({verdict:?})"),
-            PendingState::Waiting(slot) => write!(f, "Pending(waiting: {:?})", slot.get()),
-        }
-    }
-}
-
-enum PendingState {
-    Ready(Verdict),
-    Waiting(Arc<VerdictSlot>),
-}
-
-impl Pending {
-    fn ready(verdict: Verdict) -> Self {
-        Self(PendingState::Ready(verdict))
-    }
-
-    /// The verdict of a ROUTE held for a detached session on this node (rule 6.8).
-    pub(crate) fn held(slot: Arc<VerdictSlot>) -> Self {
-        Self(PendingState::Waiting(slot))
-    }
-
-    /// The verdict of a ROUTE that could not be sent: the cluster is unreachable.
-    pub(crate) fn unreachable() -> Self {
-        Self::ready(Verdict::Unreachable)
-    }
-
-    /// The verdict, or `Pending` with this task to be woken when it comes. A delivery
-    /// needs no reply, so it wakes the task only if `urgent` (something waits behind it);
-    /// any other verdict always does.
-    pub(crate) fn poll_verdict(&self, cx: &mut Context<'_>, urgent: bool) -> Poll<Verdict> {
-        match &self.0 {
-            PendingState::Ready(verdict) => Poll::Ready(*verdict),
-            PendingState::Waiting(slot) => slot.poll(cx, urgent),
         }
     }
 }

@@ -40,8 +40,8 @@ use super::handover_wire::{self as hw, Answer, Control, Step};
 use super::inbound::{Inbound, Stream};
 use super::{Cluster, next_until_departed, serving, wire};
 use crate::addressing::NodeId;
-use crate::connection::Outbox;
 use crate::directory::Directory;
+use crate::outbox::Outbox;
 use crate::relay::NOT_FOUND_TEXT;
 use crate::remote::{Claim, Claimed, Verdict};
 use crate::session::{self, Resume, SessionCell};
@@ -438,11 +438,13 @@ impl Cluster {
                             self.metrics.session("moved_away");
                             let chunk = self.client.server_info().max_payload.saturating_sub(64);
                             let streams = inbound.map(Inbound::state).unwrap_or_default();
+                            // Behind the ROUTEs this node forwarded for the session: NATS
+                            // keeps one publisher's order, so they are on their way before
+                            // the claimer can resume the session and its client send the
+                            // next ones from there (which must not overtake them).
                             for part in hw::encode_state(&exported, &streams, chunk.max(1024)) {
                                 let bytes = Bytes::from(hw::encode_answer(&part));
-                                if self.client.publish(reply.clone(), bytes).await.is_err() {
-                                    break;
-                                }
+                                self.publish_in_order(reply.to_string(), bytes).await;
                             }
                             tracing::info!(address = %cell.address, replayed = exported.stream.len(), "session handed over to another node");
                             return true;
@@ -456,10 +458,8 @@ impl Cluster {
                 }
             },
         };
-        let bytes = Bytes::from(hw::encode_answer(&answer));
-        if let Err(err) = self.client.publish(reply, bytes).await {
-            tracing::debug!(error = %err, "cluster link: cannot answer a claim");
-        }
+        let answer = Bytes::from(hw::encode_answer(&answer));
+        self.publish_in_order(reply.to_string(), answer).await;
         false
     }
 

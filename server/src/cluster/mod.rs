@@ -21,15 +21,14 @@ mod inbound;
 mod link;
 mod outstanding;
 mod presence;
+mod seam;
 mod serving;
 mod urls;
 mod verdicts;
 mod wire;
 
-pub(crate) use forwarding::Pending;
 pub(crate) use link::LinkState;
-pub(crate) use outstanding::VerdictSlot;
-pub(crate) use verdicts::verdict_label;
+pub(crate) use seam::Nodes;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -42,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addressing::NodeId;
 use crate::config::ClusterConfig;
-use crate::connection::Outbox;
 use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::{Metrics, NodeLabels};
+use crate::outbox::Outbox;
 
 use self::forwarding::Outgoing;
 use self::outstanding::Outstanding;

@@ -205,7 +205,8 @@ impl Cluster {
                 if let (Peer::Left(_), Some(reply)) = (peer, message.reply) {
                     // Behind every ROUTE already queued for it (see `leave`).
                     let confirmation = wire::encode_presence(wire::Presence::Leaving(self.node));
-                    self.enqueue_plain(reply.to_string(), Bytes::copy_from_slice(&confirmation));
+                    self.publish_in_order(reply.to_string(), Bytes::copy_from_slice(&confirmation))
+                        .await;
                 }
             }
         }

@@ -12,8 +12,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, unix_millis, wire};
-use crate::connection::Outbox;
 use crate::directory::{Delivery, Directory};
+use crate::outbox::Outbox;
 use crate::remote::Verdict;
 use crate::session::{Hold, RemoteVerdict};
 

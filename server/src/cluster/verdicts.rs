@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use async_nats::{StatusCode, Subscriber};
 use tokio_util::sync::CancellationToken;
 
-use super::outstanding::{Outstanding, Stage, VerdictSlot, Waiting};
+use super::outstanding::{Outstanding, Stage, Waiting};
 use super::{Cluster, next_until, wire};
-use crate::metrics::VerdictLabel;
 use crate::remote::Verdict;
+use crate::remote::VerdictSlot;
 
 impl Cluster {
     pub(super) fn outstanding(&self) -> std::sync::MutexGuard<'_, Outstanding> {
@@ -146,24 +146,5 @@ impl Cluster {
             }
             self.send_deferred();
         }
-    }
-}
-
-/// A verdict as a metric label.
-pub(crate) fn verdict_label(verdict: Verdict) -> VerdictLabel {
-    VerdictLabel {
-        verdict: match verdict {
-            Verdict::Delivered => "delivered",
-            Verdict::NotFound => "not_found",
-            Verdict::Full => "full",
-            Verdict::Unreachable => "unreachable",
-            Verdict::Absent => "absent",
-            Verdict::TimedOut => "timed_out",
-            Verdict::Refused => "refused",
-            Verdict::Away => "away",
-            Verdict::Silent => "silent",
-            Verdict::Moved => "moved",
-            Verdict::Held => "held",
-        },
     }
 }

@@ -1,10 +1,56 @@
-//! What the relay's rules know of other nodes: a ROUTE forwarded to the node that holds its
-//! target, and the verdict that comes back. Plain data; the cluster link (`cluster/`)
-//! carries it.
+//! What the relay knows of other nodes: a ROUTE forwarded to the node that holds its
+//! target and the verdict that comes back, a RESUME's claim of a session held elsewhere,
+//! and [`Remote`], the seam a connection reaches them through. The cluster link
+//! (`cluster/`) is one side of the seam, [`Alone`] (a single relay) the other; connection
+//! code does not know which it talks to.
+
+mod pending;
+
+pub(crate) use pending::{Pending, VerdictSlot};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use compendium_messages::{Address, Payload};
 
 use crate::addressing::NodeId;
+use crate::session::SessionCell;
+
+/// The other nodes, as a connection sees them: where a ROUTE whose target lives
+/// elsewhere goes, and where a RESUME of a session held elsewhere asks for it.
+pub(crate) trait Remote: Send + Sync {
+    /// Send a ROUTE to the node that holds its target. Calls from one connection are
+    /// sent in the order they are made, so DELIVERs from one sender to one target keep
+    /// their order (rule 3.5).
+    fn forward(&self, forward: Forward) -> Pending;
+
+    /// Ask for the session `claim` names. With [`Claimed::Moved`] comes what takes the
+    /// session in once the relay installed it here ([`Adopt`]): call it then, and only
+    /// then.
+    fn claim<'a>(&'a self, claim: &'a Claim) -> ClaimFuture<'a>;
+}
+
+/// What [`Remote::claim`] returns.
+pub(crate) type ClaimFuture<'a> =
+    Pin<Box<dyn Future<Output = (Claimed, Option<Adopt>)> + Send + 'a>>;
+
+/// Takes a session that moved here in: from now on ROUTEs to it find it on this node.
+pub(crate) type Adopt = Box<dyn FnOnce(Arc<SessionCell>) + Send>;
+
+/// A single relay: every address is its own, so nothing is ever forwarded (it would get
+/// 503), and no other node holds a session.
+pub(crate) struct Alone;
+
+impl Remote for Alone {
+    fn forward(&self, _: Forward) -> Pending {
+        Pending::unreachable()
+    }
+
+    fn claim<'a>(&'a self, _: &'a Claim) -> ClaimFuture<'a> {
+        Box::pin(std::future::ready((Claimed::Refused, None)))
+    }
+}
 
 /// A ROUTE whose target lives on another node.
 #[derive(Debug, Clone, PartialEq, Eq)]
