@@ -4,7 +4,8 @@
 //! SIGTERM drains, SIGSTOP/SIGCONT, NATS servers killed and restarted, client connections
 //! reset. The oracle ([`pair::Report::violations`]): what arrives is in order and never
 //! repeated, and every message sent arrives or its sender was told (an ERR for it, or the
-//! pairing declared over: session lost, connection closed, peer gone). No node may crash,
+//! pairing declared over: session lost, connection closed, peer gone — then what is
+//! missing is not judged yet, see `pair.rs`). No node may crash,
 //! and every drain must exit 0.
 //!
 //! `COMPENDIUM_CHAOS_SECS` (default 10) sets how long the faults go on,

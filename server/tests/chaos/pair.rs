@@ -60,10 +60,9 @@ pub(crate) struct Report {
 impl Report {
     /// What the oracle finds wrong; empty if nothing.
     ///
-    /// For each direction: what arrived is in order with none repeated and none unsent; a
-    /// message missing below the last one that arrived must be accounted for by an ERR its
-    /// sender got; and unless either side was told the pairing is over, every message sent
-    /// arrived or was refused. (A 503 "may not have been delivered" is an ERR for a ROUTE
+    /// For each direction: what arrived is in order with none repeated and none unsent;
+    /// and unless either side was told the pairing is over, every message sent arrived or
+    /// its sender got an ERR for it. (A 503 "may not have been delivered" is an ERR for a ROUTE
     /// that may still arrive: it accounts for one message at most.)
     pub(crate) fn violations(&self) -> Vec<String> {
         let kind = if self.resumable { "resumable" } else { "v1" };
@@ -92,13 +91,12 @@ impl Report {
                     sender.sent
                 ));
             }
-            let missing_below = last.saturating_sub(got.len() as u64);
+            // Once a pairing is declared over, ERRs for ROUTEs still waiting on a verdict
+            // (up to 1¼ cluster timeouts) die with it: the side closes at once, and a
+            // version 1 close does not wait for them. So for a told pair only order and
+            // repetition are judged, until the harness waits for those ERRs (#23).
             let missing = sender.sent.saturating_sub(got.len() as u64);
-            let unexplained = if told.is_some() {
-                missing_below
-            } else {
-                missing
-            };
+            let unexplained = if told.is_some() { 0 } else { missing };
             if unexplained > sender.refused {
                 found.push(format!(
                     "{kind} pair, side {from} -> {to}: {unexplained} messages missing, {} refused \
@@ -304,8 +302,9 @@ mod tests {
         // One refused (and not delivered), one refused but delivered after all (a 503).
         assert!(report(side(0, 0, &[1, 3], false), side(3, 1, &[], false)).is_empty());
         assert!(report(side(0, 0, &[1, 2, 3], false), side(3, 1, &[], false)).is_empty());
-        // Told: the tail may be gone, nothing below what arrived.
+        // Told: what is missing is not judged (its ERRs may have died with the pairing).
         assert!(report(side(0, 0, &[1, 2], true), side(9, 0, &[], false)).is_empty());
+        assert!(report(side(0, 0, &[1, 3], true), side(5, 0, &[], false)).is_empty());
     }
 
     #[test]
@@ -316,11 +315,6 @@ mod tests {
         assert!(
             tail[0].contains("2 messages missing, 1 refused"),
             "{tail:?}"
-        );
-        let gap_when_told = report(side(0, 0, &[1, 3], true), side(5, 0, &[], false));
-        assert!(
-            gap_when_told[0].contains("1 messages missing"),
-            "{gap_when_told:?}"
         );
         let repeat = report(side(0, 0, &[1, 2, 2], false), side(2, 0, &[], false));
         assert!(repeat[0].contains("got 2 after 2"), "{repeat:?}");
