@@ -28,6 +28,15 @@ use crate::front::Front;
 use crate::schedule::Rng;
 use crate::world::World;
 
+/// Step numbers as a replay names them: `1,4,7`.
+fn join(steps: &[usize]) -> String {
+    steps
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -89,7 +98,7 @@ async fn chaos_loses_nothing_it_does_not_report() {
     // The faults, one after another, on a thread of their own (they wait on processes).
     let began = Instant::now();
     let faults_front = std::sync::Arc::clone(&front);
-    let (world, applied) = tokio::task::spawn_blocking(move || {
+    let (mut world, applied) = tokio::task::spawn_blocking(move || {
         let mut rng = Rng(seed ^ 0x5eed);
         let mut applied = Vec::new();
         for step in &steps {
@@ -114,14 +123,7 @@ async fn chaos_loses_nothing_it_does_not_report() {
             applied.push(step.index);
         }
         // What a replay of this run names (`cargo xtask chaos` shrinks it).
-        println!(
-            "chaos-steps: {}",
-            applied
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        println!("chaos-steps: {}", join(&applied));
         // A last moment of calm, for traffic to show the cluster whole again.
         std::thread::sleep(Duration::from_secs(1));
         world.check_nodes();
@@ -147,7 +149,6 @@ async fn chaos_loses_nothing_it_does_not_report() {
     }
     let (mut sent, mut arrived, mut refused, mut resumes, mut told) = (0, 0, 0, 0, 0);
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
-    let mut world = world;
     for report in &reports {
         let found = report.violations();
         if !found.is_empty() {
@@ -187,11 +188,7 @@ async fn chaos_loses_nothing_it_does_not_report() {
         panic!(
             "{} violations; replay with COMPENDIUM_CHAOS_SEED={seed} COMPENDIUM_CHAOS_FAULTS={}",
             violations.len(),
-            applied
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            join(&applied)
         );
     }
 }

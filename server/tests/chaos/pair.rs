@@ -111,6 +111,14 @@ impl Report {
     }
 }
 
+/// The number a delivered message carries (0 if it has none: never sent by a pair).
+fn number(msg: &compendium_messages::Payload) -> u64 {
+    msg.decode::<Value>()
+        .ok()
+        .and_then(|v| v["n"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The client settings of the chaos: a dead link is noticed within 2 s.
 fn builder(resumable: bool) -> compendium_client::ClientBuilder {
     Client::builder()
@@ -218,7 +226,7 @@ async fn side(
             () = tokio::time::sleep_until(settle), if settle_until.is_some() => break,
             event = client.next_event() => match event {
                 Some(Event::Deliver(msg)) => {
-                    let n = msg.decode::<Value>().ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
+                    let n = number(&msg);
                     update(&mut |s| s.got.push(n));
                 }
                 Some(Event::Resumed { resent, .. }) => update(&mut |s| {
@@ -264,7 +272,7 @@ async fn side(
             event = tokio::time::timeout(SETTLE, events.next_event()) => match event {
                 Ok(Some(Event::Error(Error::Server { .. }))) => update(&mut |s| s.refused += 1),
                 Ok(Some(Event::Deliver(msg))) => {
-                    let n = msg.decode::<Value>().ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
+                    let n = number(&msg);
                     update(&mut |s| s.got.push(n));
                 }
                 Ok(Some(Event::Closed { .. }) | None) | Err(_) => break,
