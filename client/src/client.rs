@@ -93,7 +93,10 @@ impl ClientBuilder {
     /// arrives for this long (default 90 s); `None` waits forever. In resumable mode a
     /// lost connection is resumed instead, and this also bounds each reconnection attempt
     /// (dial, handshake and the answer to RESUME), so a link that stalls mid-resume costs
-    /// no more than a link that stalls later.
+    /// no more than a link that stalls later. A write that makes no progress (the TCP
+    /// buffers full on a link gone silent) is given up after this long too: in resumable
+    /// mode the link is presumed dead and resumed; otherwise the write ends with the
+    /// connection, and later calls fail instead of waiting for ever.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;

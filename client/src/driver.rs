@@ -120,17 +120,20 @@ async fn writer(
             command = commands.recv() => match command {
                 Some(Command::Route(to, msg)) => {
                     note_route(&state);
-                    if sink.feed(Frame::text(Message::route(to, msg).to_json())).await.is_err() {
-                        break;
-                    }
                     // Batch while more is queued; flush when the queue runs dry.
-                    if commands.is_empty() && sink.flush().await.is_err() {
+                    let flush = commands.is_empty();
+                    let write = async {
+                        sink.feed(Frame::text(Message::route(to, msg).to_json())).await?;
+                        if flush { sink.flush().await } else { Ok(()) }
+                    };
+                    if unless_ended(&mut reader_ended, write).await.is_err() {
                         break;
                     }
                 }
                 Some(Command::Init(reply)) => {
                     note_init(&state, reply);
-                    if sink.send(Frame::text(Message::init().to_json())).await.is_err() {
+                    let init = sink.send(Frame::text(Message::init().to_json()));
+                    if unless_ended(&mut reader_ended, init).await.is_err() {
                         break;
                     }
                 }
@@ -146,7 +149,8 @@ async fn writer(
                 }
             },
             () = tick(&mut ping) => {
-                if sink.send(Frame::Ping(Default::default())).await.is_err() {
+                let ping = sink.send(Frame::Ping(Default::default()));
+                if unless_ended(&mut reader_ended, ping).await.is_err() {
                     break;
                 }
             }
@@ -189,6 +193,20 @@ pub(crate) fn note_init(state: &SharedState, reply: oneshot::Sender<Result<Addre
     });
 }
 
+/// `write`, unless the reader ends first. Once it has, the link is dead (closed, broken,
+/// or silent past the idle timeout), and a write stalled on full TCP buffers would wait
+/// for ever — holding every caller behind it. `Err` if it failed or the reader ended.
+async fn unless_ended<E>(
+    reader_ended: &mut watch::Receiver<bool>,
+    write: impl Future<Output = std::result::Result<(), E>>,
+) -> std::result::Result<(), ()> {
+    tokio::select! {
+        written = write => written.map_err(|_| ()),
+        // (The watch guard is not Send; drop it inside the branch future.)
+        () = async { let _ = reader_ended.wait_for(|ended| *ended).await; } => Err(()),
+    }
+}
+
 /// The next keepalive tick, or never when keepalive pings are off.
 async fn tick(ping: &mut Option<tokio::time::Interval>) {
     match ping {
@@ -199,8 +217,9 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Send our close frame (after everything already fed) and wait, bounded, for the
-/// relay's close frame to arrive at the reader.
+/// Send our close frame (after everything already fed) and wait for the relay's close
+/// frame to arrive at the reader, both within `timeout` (a stalled link must not hold
+/// a close for ever).
 async fn close(
     sink: &mut SplitSink<Socket, Frame>,
     reader_ended: &mut watch::Receiver<bool>,
@@ -209,10 +228,10 @@ async fn close(
     if *reader_ended.borrow() {
         return Ok(());
     }
-    if sink.send(Frame::Close(None)).await.is_err() {
-        return Ok(()); // already closing or closed
-    }
     tokio::time::timeout(timeout, async {
+        if sink.send(Frame::Close(None)).await.is_err() {
+            return; // already closing or closed
+        }
         let _ = reader_ended.wait_for(|ended| *ended).await;
     })
     .await

@@ -263,7 +263,11 @@ impl Driver {
         socket: &mut Socket,
         resume: Message,
     ) -> std::result::Result<Option<()>, String> {
-        if socket.send(Frame::text(resume.to_json())).await.is_err() {
+        let idle = self.options.idle_timeout;
+        if bounded(idle, socket.send(Frame::text(resume.to_json())))
+            .await
+            .is_err()
+        {
             return Ok(None);
         }
         // As long as a close, but no longer than the idle timeout (see `resume`).
@@ -301,12 +305,13 @@ impl Driver {
                 // same numbers: the relay acts on each number once.
                 let resend: Vec<String> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 let count = resend.len();
-                for frame in resend {
-                    if socket.feed(Frame::text(frame)).await.is_err() {
-                        return Ok(None);
+                let replay = async {
+                    for frame in resend {
+                        socket.feed(Frame::text(frame)).await?;
                     }
-                }
-                if socket.flush().await.is_err() {
+                    socket.flush().await
+                };
+                if bounded(idle, replay).await.is_err() {
                     return Ok(None);
                 }
                 tracing::debug!(address = %ephe_wss_addr, resent = count, "session resumed");
@@ -378,8 +383,8 @@ impl Driver {
                         if let Some(old) = self.init.replace(reply) {
                             let _ = old.send(Err(Error::Closed { code: None, reason: "superseded by a later INIT".into() }));
                         }
-                        if socket.send(Frame::text(Message::init().to_json())).await.is_err() {
-                            return broken(None, "the connection broke while sending INIT");
+                        if bounded(idle, socket.send(Frame::text(Message::init().to_json()))).await.is_err() {
+                            return broken(None, "the connection broke or stalled while sending INIT");
                         }
                     }
                     Some(Command::Route(to, msg)) => {
@@ -391,10 +396,13 @@ impl Driver {
                         }
                         let frame = message.to_json();
                         self.unacked.push_back((seq, frame.clone()));
-                        if socket.feed(Frame::text(frame)).await.is_err()
-                            || (commands.is_empty() && socket.flush().await.is_err())
-                        {
-                            return broken(None, "the connection broke while sending");
+                        let flush = commands.is_empty();
+                        let write = async {
+                            socket.feed(Frame::text(frame)).await?;
+                            if flush { socket.flush().await } else { Ok(()) }
+                        };
+                        if bounded(idle, write).await.is_err() {
+                            return broken(None, "the connection broke or stalled while sending");
                         }
                     }
                 },
@@ -416,7 +424,7 @@ impl Driver {
                             if self.received >= self.acked + ACK_EVERY {
                                 ack_armed = false;
                                 if self.send_ack(socket).await.is_err() {
-                                    return broken(None, "the connection broke while acknowledging");
+                                    return broken(None, "the connection broke or stalled while acknowledging");
                                 }
                             }
                         }
@@ -431,12 +439,12 @@ impl Driver {
                 () = &mut ack_timer, if ack_armed => {
                     ack_armed = false;
                     if self.send_ack(socket).await.is_err() {
-                        return broken(None, "the connection broke while acknowledging");
+                        return broken(None, "the connection broke or stalled while acknowledging");
                     }
                 }
                 () = tick(&mut ping) => {
-                    if socket.send(Frame::Ping(Default::default())).await.is_err() {
-                        return broken(None, "the connection broke while pinging");
+                    if bounded(idle, socket.send(Frame::Ping(Default::default()))).await.is_err() {
+                        return broken(None, "the connection broke or stalled while pinging");
                     }
                 }
                 () = tokio::time::sleep_until(idle_at), if idle.is_some() => {
@@ -451,10 +459,8 @@ impl Driver {
             return Ok(());
         }
         self.acked = self.received;
-        socket
-            .send(Frame::text(Message::new_ack(self.acked).to_json()))
-            .await
-            .map_err(|_| ())
+        let ack = socket.send(Frame::text(Message::new_ack(self.acked).to_json()));
+        bounded(self.options.idle_timeout, ack).await
     }
 
     /// END, then read until the relay's close (delivering what arrives meanwhile).
@@ -463,12 +469,9 @@ impl Driver {
     /// [`Lost::Broken`] if the connection ends first: the END and the ROUTEs before it
     /// may not have been read, so the session is resumed and END sent again.
     async fn end(&mut self, socket: &mut Socket) -> Lost {
-        if socket
-            .send(Frame::text(Message::new_end().to_json()))
-            .await
-            .is_err()
-        {
-            return broken(None, "the connection broke while sending END");
+        let end = socket.send(Frame::text(Message::new_end().to_json()));
+        if bounded(self.options.idle_timeout, end).await.is_err() {
+            return broken(None, "the connection broke or stalled while sending END");
         }
         let answer = tokio::time::timeout(self.options.close_timeout, async {
             while let Some(Ok(frame)) = socket.next().await {
@@ -597,6 +600,23 @@ impl Driver {
                 false
             }
         }
+    }
+}
+
+/// `write`, given up if it has not finished within the idle timeout: a link whose writes
+/// make no progress for that long (a frozen relay, a network gone silent with the TCP
+/// buffers full) is as dead as one silent that long — and while a write is awaited,
+/// nothing else (the idle timer included) can notice. `Err` if it failed or ran out.
+async fn bounded<E>(
+    idle: Option<Duration>,
+    write: impl Future<Output = std::result::Result<(), E>>,
+) -> std::result::Result<(), ()> {
+    match idle {
+        Some(idle) => match tokio::time::timeout(idle, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(()),
+        },
+        None => write.await.map_err(|_| ()),
     }
 }
 

@@ -299,3 +299,49 @@ async fn connection_failures_are_precise() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_send_stuck_on_a_dead_link_ends_with_it_and_holds_no_caller() {
+    // The link goes silent with its TCP buffers full: the reader gives it up after the
+    // idle timeout; a write stuck behind the full buffers must end with it, or every
+    // later `route` would wait for ever on a full command queue.
+    let (url, _relay) = relay(Config::ephemeral()).await;
+    let link = support::link::Link::start(&url).await;
+    let mut client = Client::builder()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .connect(&link.url)
+        .await
+        .expect("connect");
+    let address = client.init().await.expect("INIT");
+    link.stall_all();
+    // 3000 × 16 KiB: more than the buffers and the command queue (1024) hold.
+    let pad = "x".repeat(16 << 10);
+    let sender = client.sender();
+    let sending = tokio::spawn(async move {
+        let mut refused = 0;
+        for n in 0..3000 {
+            if sender
+                .route(&address, &json!({ "n": n, "pad": pad }))
+                .await
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        refused
+    });
+    let refused = tokio::time::timeout(PATIENCE, sending)
+        .await
+        .expect("no route waits for ever on the dead link")
+        .expect("sending task");
+    assert!(refused > 0, "ROUTEs after the link died are refused");
+    loop {
+        let event = tokio::time::timeout(PATIENCE, client.next_event())
+            .await
+            .expect("an event");
+        if matches!(event, Some(Event::Closed { .. }) | None) {
+            break;
+        }
+    }
+}

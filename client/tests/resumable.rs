@@ -190,6 +190,49 @@ async fn a_half_open_link_is_noticed_by_keepalive_and_the_session_taken_over() {
 }
 
 #[tokio::test]
+async fn a_send_stuck_on_a_stalled_link_is_given_up_after_the_idle_timeout() {
+    // Writes that cannot go anywhere (the link went silent with its TCP buffers full)
+    // must not hold the phone: it gives the link up after the idle timeout, as it would a
+    // silent one, resumes, and replays — so every message still arrives, once, in order.
+    let builder = Client::builder()
+        .resumable(true)
+        .ping_interval(Some(Duration::from_millis(100)))
+        .idle_timeout(Some(Duration::from_millis(500)));
+    let Pair {
+        link,
+        phone,
+        mut pc,
+        pc_addr,
+        ..
+    } = pair(builder).await;
+    link.stall_all();
+    // 200 × 128 KiB: far more than the kernel's and the proxy's buffers hold.
+    const N: u64 = 200;
+    let pad = "x".repeat(128 << 10);
+    let sender = phone.sender();
+    let sending = tokio::spawn(async move {
+        for n in 1..=N {
+            sender
+                .route(&pc_addr, &json!({ "n": n, "pad": pad }))
+                .await
+                .expect("route");
+        }
+    });
+    let (got, _) = collect(&mut pc, N as usize).await;
+    assert_eq!(
+        got,
+        one_to(N),
+        "written into the stalled link, replayed once"
+    );
+    tokio::time::timeout(PATIENCE, sending)
+        .await
+        .expect("the sends finish")
+        .expect("sending task");
+    assert!(link.accepted() >= 2, "the phone dialled again");
+    phone.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn a_session_that_cannot_come_back_is_reported_never_replaced() {
     let mut config = Config::ephemeral();
     config.sessions.grace = Duration::from_secs(1);
