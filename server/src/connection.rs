@@ -381,7 +381,7 @@ where
             .partition(|reply| matches!(reply, Reply::Remote { .. }));
         replies = ready;
         if !waiting.is_empty() {
-            tokio::spawn(settle_in_stream(
+            shared.owed.spawn(settle_in_stream(
                 waiting,
                 Arc::clone(cell),
                 Arc::clone(&shared),

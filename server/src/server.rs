@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -185,6 +186,7 @@ impl Server {
             draining: AtomicBool::new(false),
             end_drain: CancellationToken::new(),
             exiting: CancellationToken::new(),
+            owed: TaskTracker::new(),
         });
         Ok(Self {
             listeners,
@@ -339,6 +341,22 @@ impl Server {
         if let (Some(timeout), Some(sessions)) = (drain, shared.relay.sessions()) {
             crate::drain::wait_for_handovers(sessions, drain_began, timeout, &shared.end_drain)
                 .await;
+        }
+        if let Some(cluster) = &shared.cluster {
+            // The verdicts still owed to sessions that left resolve within 1¼ cluster
+            // timeouts (the link's tasks answer 503 when they do not come), or later only
+            // for a ROUTE held for a detached target: those are not waited for.
+            shared.owed.close();
+            let patience = cluster.timeout() + cluster.timeout() / 4 + Duration::from_millis(100);
+            if tokio::time::timeout(patience, shared.owed.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "some refusals owed to sessions that left this node were not settled within                      {} ms; they are lost with it",
+                    patience.as_millis()
+                );
+            }
         }
         shared.exiting.cancel();
         if let Some(cluster) = &shared.cluster {

@@ -54,4 +54,10 @@ pub(crate) struct Shared {
     /// Cancelled when the node is about to exit, after its connections and its drain:
     /// what detached sessions' expiry tasks stop on.
     pub(crate) exiting: CancellationToken,
+    /// The tasks that put the refusals of a version 2 session's ROUTEs still waiting for a
+    /// verdict when its connection ended into its stream (`connection.rs`), wherever the
+    /// session is by then. A leaving node waits for them before it leaves the cluster:
+    /// their sessions moved on in the drain, and a refusal that dies with this node would
+    /// be a message lost unawares (the client was told the ROUTE was taken).
+    pub(crate) owed: tokio_util::task::TaskTracker,
 }

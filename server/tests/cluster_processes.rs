@@ -583,6 +583,76 @@ fn sigterm_drains_resumable_sessions_to_the_nodes_they_resume_on() {
     );
 }
 
+/// A drain while a session's ROUTE still waits for a verdict (its target, on another
+/// node, is detached: the ROUTE is held for it, rule 6.8): the session moves on, and the
+/// refusal, settled on the drained node when the hold runs out, follows it to the node it
+/// resumed on, in its stream. The drained node waits for it before it leaves; without
+/// that its client was told the ROUTE was taken (ROUTEACK) and never heard of it again —
+/// a message lost unawares (found by the chaos test).
+#[test]
+fn a_drained_session_still_gets_the_refusals_owed_to_it_where_it_resumed() {
+    let nats = Nats::start().expect("nats-server");
+    let hold = ["--resume-hold", "1"];
+    let mut node1 = node_with(&nats, "node1", &["--drain-timeout", "60", hold[0], hold[1]]);
+    let node2 = node_with(&nats, "node2", &hold);
+    let node3 = node_with(&nats, "node3", &hold);
+    let rt = runtime();
+    let (mut phone, mut local, address, secret) = rt.block_on(async {
+        let mut phone = Client::connect_v2(node1.url()).await;
+        let (address, secret) = phone.init_v2().await;
+        let mut away = Client::connect_v2(node2.url()).await;
+        let (away_addr, _) = away.init_v2().await;
+        phone
+            .send(&support::route_v2(&away_addr, 1, r#"{"before":"away"}"#))
+            .await;
+        let got = away.recv_json_skipping_acks().await;
+        assert_eq!(got["msg"]["before"], "away", "{got}");
+        drop(away); // its link breaks: its session waits, detached, on node2
+        phone
+            .send(&support::route_v2(&away_addr, 2, r#"{"while":"away"}"#))
+            .await;
+        // Then one to a client of this node, which is acknowledged at once, and the one
+        // before it with it: the client may forget both (rule 6.5); ROUTE 2's fate is
+        // still to come.
+        let mut local = Client::connect(node1.url()).await;
+        let local_addr = local.init().await;
+        phone
+            .send(&support::route_v2(&local_addr, 3, r#"{"to":"local"}"#))
+            .await;
+        assert_eq!(local.recv_text().await, deliver(r#"{"to":"local"}"#));
+        loop {
+            let frame = phone.recv_json().await;
+            if frame["type"] == "ROUTEACK" && frame["seq"].as_u64() >= Some(3) {
+                break;
+            }
+            assert_ne!(frame["type"], "ERR", "{frame}");
+        }
+        (phone, local, address, secret)
+    });
+    node1.process.signal("TERM").expect("SIGTERM");
+    rt.block_on(async {
+        assert_eq!(support::closed_with(&mut phone).await, Some(1012));
+        assert_eq!(support::closed_with(&mut local).await, Some(1001));
+        // Gone at once: the node need not wait for their close handshakes.
+        drop((phone, local));
+        let mut moved = Client::connect_v2(node3.url()).await;
+        moved.send(&support::resume(&address, &secret, 0)).await;
+        let reply = moved.recv_json_skipping_acks().await;
+        assert_eq!(reply["type"], "RESUMED", "{reply}");
+        assert_eq!(reply["seq"], 3, "every ROUTE was taken: {reply}");
+        let err = moved.recv_json_skipping_acks().await;
+        assert_eq!(err["type"], "ERR", "{err}");
+        assert_eq!(err["errCode"], 503, "{err}");
+        assert_eq!(err["route"], 2, "{err}");
+        assert!(err.get("seq").is_some(), "in the session's stream: {err}");
+    });
+    let status = node1
+        .process
+        .exit_within(Duration::from_secs(20))
+        .expect("exits once its session has moved and its refusal has followed");
+    assert_eq!(status.code(), Some(0));
+}
+
 /// A drain nobody resumes from: the node waits for its session, and a second SIGTERM ends
 /// the wait at once, with a count of what could not be handed over.
 #[test]

@@ -489,11 +489,12 @@ impl Cluster {
     fn late_errs(&self, address: Address) -> session::LateErrs {
         let client = self.client.clone();
         let subject = self.session_subject(address);
+        let tasks = self.late_errs.clone();
         Box::new(move |code, text, route| {
             let client = client.clone();
             let subject = subject.clone();
             let payload = Bytes::from(hw::encode_late_err(route, code, text));
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let _ = client.publish(subject, payload).await;
             });
         })

@@ -81,6 +81,9 @@ pub(crate) struct Cluster {
     /// The tasks serving the subjects of sessions that moved here (`handover.rs`): a
     /// leaving node waits for those that let their session go to finish passing on.
     roaming: tokio_util::task::TaskTracker,
+    /// The refusals of ROUTEs accepted here for sessions that moved on, on their way to
+    /// the sessions' subjects (`handover.rs`): published before the link closes.
+    late_errs: tokio_util::task::TaskTracker,
     /// Stops the heartbeat, in [`Cluster::close`]: a node passing on ROUTEs as it leaves
     /// is still alive, and must not look dead to the others before it says goodbye.
     leaving: CancellationToken,
@@ -239,6 +242,7 @@ impl Cluster {
             session_streams: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(1),
             roaming: tokio_util::task::TaskTracker::new(),
+            late_errs: tokio_util::task::TaskTracker::new(),
             leaving: CancellationToken::new(),
             beating: tokio_util::task::TaskTracker::new(),
             departed: CancellationToken::new(),
@@ -324,6 +328,8 @@ impl Cluster {
         // that timed out) are not waited for beyond the cluster timeout.
         self.roaming.close();
         let _ = tokio::time::timeout(self.timeout, self.roaming.wait()).await;
+        self.late_errs.close();
+        let _ = tokio::time::timeout(self.timeout, self.late_errs.wait()).await;
         // No heartbeat after the farewell (it would bring this node back to life).
         self.leaving.cancel();
         self.beating.close();
