@@ -3,10 +3,9 @@
 //! exchanging numbered messages both ways, and a random schedule of faults — kill -9,
 //! SIGTERM drains, SIGSTOP/SIGCONT, NATS servers killed and restarted, client connections
 //! reset. The oracle ([`pair::Report::violations`]): what arrives is in order and never
-//! repeated, and every message sent arrives or its sender was told (an ERR for it, or the
-//! pairing declared over: session lost, connection closed, peer gone — then what is
-//! missing is not judged yet, see `pair.rs`). No node may crash,
-//! and every drain must exit 0.
+//! repeated, and every message sent arrives or its sender got an ERR for it (once a
+//! pairing is declared over — session lost, connection closed, peer gone — only the gaps
+//! below the last arrival, see `pair.rs`). No node may crash, and every drain must exit 0.
 //!
 //! `COMPENDIUM_CHAOS_SECS` (default 10) sets how long the faults go on,
 //! `COMPENDIUM_CHAOS_SEED` the seed (default: drawn, and printed), `COMPENDIUM_CHAOS_FAULTS`

@@ -15,6 +15,9 @@ const WINDOW: u64 = 16;
 const PACE: Duration = Duration::from_millis(4);
 /// How long the end of a run waits for what is still on its way.
 const SETTLE: Duration = Duration::from_secs(20);
+/// How long a side still listens once its pairing is over: ERRs for its ROUTEs that wait
+/// on another node's verdict come within 1¼ cluster timeouts (2.5 s).
+const LINGER: Duration = Duration::from_secs(3);
 
 /// What one side of a pair did, as its peer and the oracle see it.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +32,9 @@ pub(crate) struct Side {
     pub(crate) resumes: u64,
     /// It was told its pairing is over (session lost, connection closed, peer gone).
     pub(crate) told: Option<String>,
+    /// Its own link is gone (connection closed, session lost): ERRs still owed to it
+    /// have nowhere to go.
+    pub(crate) link_lost: bool,
     /// It sends no more.
     pub(crate) done_sending: bool,
     /// Its address.
@@ -41,7 +47,14 @@ pub(crate) struct Side {
 impl Side {
     fn tell(&mut self, why: String) {
         self.note(&why);
-        self.told = Some(why);
+        // The first reason is the one that counts; the log has the rest.
+        self.told.get_or_insert(why);
+    }
+
+    /// Its own link ended: told, and nothing more can come.
+    fn lose(&mut self, why: String) {
+        self.link_lost = true;
+        self.tell(why);
     }
 
     fn note(&mut self, what: &str) {
@@ -61,9 +74,11 @@ impl Report {
     /// What the oracle finds wrong; empty if nothing.
     ///
     /// For each direction: what arrived is in order with none repeated and none unsent;
-    /// and unless either side was told the pairing is over, every message sent arrived or
-    /// its sender got an ERR for it. (A 503 "may not have been delivered" is an ERR for a ROUTE
-    /// that may still arrive: it accounts for one message at most.)
+    /// unless either side was told the pairing is over, every message sent arrived or its
+    /// sender got an ERR for it; and if one was, every message missing *below the last
+    /// that arrived* got its sender an ERR — unless the sender's own link ended, taking
+    /// the ERRs still owed to it along. (A 503 "may not have been delivered" is an ERR for
+    /// a ROUTE that may still arrive: it accounts for one message at most.)
     pub(crate) fn violations(&self) -> Vec<String> {
         let kind = if self.resumable { "resumable" } else { "v1" };
         let told = self.sides.iter().find_map(|s| s.told.clone());
@@ -91,19 +106,32 @@ impl Report {
                     sender.sent
                 ));
             }
-            // Once a pairing is declared over, ERRs for ROUTEs still waiting on a verdict
-            // (up to 1¼ cluster timeouts) die with it: the side closes at once, and a
-            // version 1 close does not wait for them. So for a told pair only order and
-            // repetition are judged, until the harness waits for those ERRs (#23).
-            let missing = sender.sent.saturating_sub(got.len() as u64);
-            let unexplained = if told.is_some() { 0 } else { missing };
+            // Once a pairing is over, what was on its way to the side that left is lost
+            // without a word (a version 1 DELIVER into a closing socket): only the gaps
+            // below the last arrival must be explained — and not even those if the
+            // sender's own link ended, taking their ERRs along.
+            let unexplained = match (&told, sender.link_lost) {
+                (None, _) => sender.sent.saturating_sub(got.len() as u64),
+                (Some(_), false) => last.saturating_sub(got.len() as u64),
+                (Some(_), true) => 0,
+            };
             if unexplained > sender.refused {
+                let arrived: std::collections::BTreeSet<u64> = got.iter().copied().collect();
+                let gaps: Vec<u64> = (1..=last)
+                    .filter(|n| !arrived.contains(n))
+                    .take(20)
+                    .collect();
                 found.push(format!(
                     "{kind} pair, side {from} -> {to}: {unexplained} messages missing, {} refused \
-                     ({} sent, {} arrived, last {last}; told: {told:?})",
+                     ({} sent, {} arrived, last {last}, gaps {gaps:?}; told: {told:?}); side \
+                     {from} {}: {:?}; side {to} {}: {:?}",
                     sender.refused,
                     sender.sent,
-                    got.len()
+                    got.len(),
+                    sender.address,
+                    sender.log,
+                    self.sides[to].address,
+                    self.sides[to].log
                 ));
             }
         }
@@ -177,7 +205,8 @@ pub(crate) async fn run(
 }
 
 /// One side: send numbered messages to `peer`, take the peer's, until stopped or told
-/// the pairing is over; then, when stopped, wait for what is still on its way and close.
+/// the pairing is over; then wait for what is still on its way (when stopped: until all
+/// arrived; when told: [`LINGER`], for late ERRs) and close.
 async fn side(
     mut client: Client,
     peer: Address,
@@ -191,13 +220,19 @@ async fn side(
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let update = |f: &mut dyn FnMut(&mut Side)| sides.send_modify(|s| f(&mut s[me]));
     let mut settle_until = None;
+    let mut linger_until = None;
     loop {
         let (mine, theirs) = {
             let s = changes.borrow_and_update();
             (s[me].clone(), s[1 - me].clone())
         };
-        if mine.told.is_some() || theirs.told.is_some() {
+        if mine.link_lost {
             break;
+        }
+        if (mine.told.is_some() || theirs.told.is_some()) && linger_until.is_none() {
+            update(&mut |s| s.done_sending = true);
+            linger_until = Some(tokio::time::Instant::now() + LINGER);
+            continue;
         }
         let stopping = *stop.borrow();
         if stopping && !mine.done_sending {
@@ -207,23 +242,27 @@ async fn side(
         }
         // Everything the peer sent that was not refused has arrived.
         let all_in = theirs.done_sending && mine.got.len() as u64 + theirs.refused >= theirs.sent;
-        if mine.done_sending && all_in {
+        if mine.done_sending && all_in && linger_until.is_none() {
             break;
         }
         let can_send =
             !mine.done_sending && mine.sent < theirs.got.len() as u64 + mine.refused + WINDOW;
-        let settle = settle_until.unwrap_or_else(|| tokio::time::Instant::now() + SETTLE);
+        let wait_until = match (linger_until, settle_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let settle = wait_until.unwrap_or_else(|| tokio::time::Instant::now() + SETTLE);
         tokio::select! {
             _ = pace.tick(), if can_send => {
                 let n = mine.sent + 1;
                 match sender.route(&peer, &json!({ "n": n })).await {
                     Ok(()) => update(&mut |s| s.sent = n),
-                    Err(err) => update(&mut |s| s.tell(format!("route: {err}"))),
+                    Err(err) => update(&mut |s| s.lose(format!("route: {err}"))),
                 }
             }
             _ = stop.changed(), if !stopping => {}
             _ = changes.changed() => {}
-            () = tokio::time::sleep_until(settle), if settle_until.is_some() => break,
+            () = tokio::time::sleep_until(settle), if wait_until.is_some() => break,
             event = client.next_event() => match event {
                 Some(Event::Deliver(msg)) => {
                     let n = number(&msg);
@@ -243,13 +282,13 @@ async fn side(
                 }),
                 Some(Event::Error(err)) => update(&mut |s| s.tell(format!("invalid: {err}"))),
                 Some(Event::SessionLost { reason }) => {
-                    update(&mut |s| s.tell(format!("session lost: {reason}")));
+                    update(&mut |s| s.lose(format!("session lost: {reason}")));
                 }
                 Some(Event::Closed { code, reason }) => {
-                    update(&mut |s| s.tell(format!("closed {code:?}: {reason}")));
+                    update(&mut |s| s.lose(format!("closed {code:?}: {reason}")));
                 }
                 Some(_) => {}
-                None => update(&mut |s| s.tell("events ended".to_owned())),
+                None => update(&mut |s| s.lose("events ended".to_owned())),
             },
         }
     }
@@ -310,9 +349,13 @@ mod tests {
         // One refused (and not delivered), one refused but delivered after all (a 503).
         assert!(report(side(0, 0, &[1, 3], false), side(3, 1, &[], false)).is_empty());
         assert!(report(side(0, 0, &[1, 2, 3], false), side(3, 1, &[], false)).is_empty());
-        // Told: what is missing is not judged (its ERRs may have died with the pairing).
+        // Told: what was on its way to the side that left may be lost without a word;
+        // a gap needs an ERR, unless the sender's own link ended.
         assert!(report(side(0, 0, &[1, 2], true), side(9, 0, &[], false)).is_empty());
-        assert!(report(side(0, 0, &[1, 3], true), side(5, 0, &[], false)).is_empty());
+        assert!(report(side(0, 0, &[1, 3], true), side(5, 1, &[], false)).is_empty());
+        let mut gone = side(5, 0, &[], true);
+        gone.link_lost = true;
+        assert!(report(side(0, 0, &[1, 3], false), gone).is_empty());
     }
 
     #[test]
@@ -330,5 +373,7 @@ mod tests {
         assert!(reordered[0].contains("got 1 after 2"), "{reordered:?}");
         let invented = report(side(0, 0, &[1, 2, 3], false), side(2, 0, &[], false));
         assert!(invented[0].contains("only 2 sent"), "{invented:?}");
+        let gap = report(side(0, 0, &[1, 3], true), side(5, 0, &[], false));
+        assert!(gap[0].contains("1 messages missing, 0 refused"), "{gap:?}");
     }
 }
