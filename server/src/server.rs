@@ -353,7 +353,8 @@ impl Server {
                 .is_err()
             {
                 tracing::warn!(
-                    "some refusals owed to sessions that left this node were not settled within                      {} ms; they are lost with it",
+                    "some refusals owed to sessions that left this node were not settled within \
+                     {} ms; they are lost with it",
                     patience.as_millis()
                 );
             }
