@@ -389,12 +389,18 @@ impl Sender {
     /// # Errors
     /// [`Error::Timeout`] if the relay did not answer the close in time (everything
     /// queued was still written); for a resumable client, [`Error::Closed`] if the session
-    /// was lost before the relay confirmed the END (what was not acknowledged may not
+    /// was lost before the relay confirmed the END — also when it was lost before this
+    /// call, or while this call waited for a resume (what was not acknowledged may not
     /// have been delivered).
     pub async fn close(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Close(reply)).await.is_err() {
-            return Ok(()); // already closed
+            // Already over: fine, unless a resumable session was lost on the way.
+            return if driver::lock(&self.state).session_lost {
+                Err(self.closed())
+            } else {
+                Ok(())
+            };
         }
         answer.await.unwrap_or(Ok(()))
     }

@@ -60,6 +60,9 @@ pub(crate) struct State {
     inits: VecDeque<PendingInit>,
     routes_since_init: usize,
     pub(crate) ended: Option<Ended>,
+    /// A resumable client's session was lost (not ended by a confirmed END): a later
+    /// `close()` must not report success, as what was not acknowledged may be lost.
+    pub(crate) session_lost: bool,
 }
 
 pub(crate) type SharedState = Arc<Mutex<State>>;

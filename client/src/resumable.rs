@@ -127,7 +127,7 @@ impl Driver {
                     };
                 }
                 Lost::Broken { code, reason } => {
-                    tracing::debug!(?code, %reason, "connection lost");
+                    tracing::debug!(address = ?self.address(), ?code, %reason, "connection lost");
                     (code, reason)
                 }
             };
@@ -158,7 +158,9 @@ impl Driver {
                 },
             };
             if let Some(why) = why {
-                tracing::debug!(%why, "session lost");
+                tracing::debug!(address = ?self.address(), %why, "session lost");
+                // (Before the event: a close() made on hearing it must see the loss.)
+                driver::lock(&self.state).session_lost = true;
                 let _ = self
                     .events
                     .send(Event::SessionLost {
@@ -172,7 +174,14 @@ impl Driver {
         self.finish(commands, ended).await;
     }
 
-    /// Tell everyone the client is over.
+    /// The session's address, for the logs.
+    fn address(&self) -> Option<Address> {
+        self.session.as_ref().map(|keys| keys.address)
+    }
+
+    /// Tell everyone the client is over. A `close()` that waited while the session was
+    /// being resumed is answered with the session's loss, not with success: the ROUTEs it
+    /// was meant to see through may not have been delivered.
     async fn finish(&mut self, mut commands: mpsc::Receiver<Command>, ended: Ended) {
         driver::lock(&self.state).ended = Some(ended.clone());
         if let Some(reply) = self.closing.take() {
@@ -186,7 +195,8 @@ impl Driver {
                     let _ = reply.send(Err(ended.error()));
                 }
                 Command::Close(reply) => {
-                    let _ = reply.send(Ok(()));
+                    let lost = driver::lock(&self.state).session_lost;
+                    let _ = reply.send(if lost { Err(ended.error()) } else { Ok(()) });
                 }
                 Command::Route(..) => {}
             }
@@ -247,7 +257,11 @@ impl Driver {
                     }
                 }
             }
-            tracing::debug!(problem = %last_problem, "resume attempt failed; trying again");
+            tracing::debug!(
+                address = ?self.address(),
+                problem = %last_problem,
+                "resume attempt failed; trying again"
+            );
             // Full jitter: a random point in [0, backoff), so that many clients of a
             // restarted relay do not come back in step.
             let wait = backoff.mul_f64(jitter());
@@ -333,7 +347,12 @@ impl Driver {
             Some(Message::Err {
                 err_code, err_msg, ..
             }) => {
-                tracing::debug!(code = err_code, message = %err_msg, "RESUME refused for now");
+                tracing::debug!(
+                    address = ?self.address(),
+                    code = err_code,
+                    message = %err_msg,
+                    "RESUME refused for now"
+                );
                 Ok(None)
             }
             _ => Ok(None),

@@ -264,6 +264,45 @@ async fn a_session_that_cannot_come_back_is_reported_never_replaced() {
 }
 
 #[tokio::test]
+async fn a_close_that_waits_on_a_resume_that_fails_reports_the_loss() {
+    let mut config = Config::ephemeral();
+    config.sessions.grace = Duration::from_secs(1);
+    config.sessions.hold = Duration::from_millis(500);
+    let (url, _relay) = relay(config).await;
+    let link = Link::start(&url).await;
+    let phone = Client::builder()
+        .resumable(true)
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .connect(&link.url)
+        .await
+        .expect("phone");
+    let pc = Client::builder().connect(&url).await.expect("pc");
+    let pc_addr = pc.init().await.expect("pc INIT");
+    phone.init().await.expect("phone INIT");
+    // Every reconnection stalls until the grace has passed: the session cannot come back.
+    link.stall_new(true);
+    link.reset_all();
+    // The phone is resuming (it has dialled again) when the application sends and closes.
+    tokio::time::timeout(PATIENCE, link.wait_accepted(2))
+        .await
+        .expect("the phone dialled again");
+    let (sender, _events) = phone.split();
+    sender
+        .route(&pc_addr, &json!({ "n": 1 }))
+        .await
+        .expect("queued");
+    let closed = tokio::time::timeout(PATIENCE, sender.close())
+        .await
+        .expect("close returns");
+    let Err(compendium_client::Error::Closed { reason, .. }) = closed else {
+        panic!("a close whose session was lost reported {closed:?}");
+    };
+    assert!(reason.contains("could not resume"), "{reason}");
+    // And so does a close after the end.
+    assert!(sender.close().await.is_err());
+}
+
+#[tokio::test]
 async fn resumable_mode_against_a_version_1_relay_fails_clearly() {
     let mut config = Config::ephemeral();
     config.sessions.grace = Duration::ZERO;

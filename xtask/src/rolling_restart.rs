@@ -28,8 +28,6 @@ pub(crate) fn run(rounds: u64, pairs: u64, messages: u64) -> Result<()> {
             "--",
             "--nocapture",
             "--test-threads=1",
-            // The kill -9 variant too (ignored in `cargo xtask test`: see its reason).
-            "--include-ignored",
         ])
         .env("COMPENDIUM_RESTART_ROUNDS", rounds.to_string())
         .env("COMPENDIUM_RESTART_PAIRS", pairs.to_string())
