@@ -86,9 +86,11 @@ enum Command {
         /// full unpinned run the results section of docs/performance.md.
         #[arg(long, value_name = "RESULTS.json")]
         rejudge: Option<PathBuf>,
-        /// Instead: what cluster mode costs — one node, one node in cluster mode, and two
-        /// nodes with nats-server (every message across them), as ratios to the single
-        /// node, with CPU per message and idle memory per connection. Needs nats-server.
+        /// Instead: what cluster mode costs — one node, one node in cluster mode, two nodes
+        /// with nats-server (every message across them; version 1, then resumable), and
+        /// two bare NATS bridges (the design's physical limit), as ratios to the single
+        /// node and to the bridge, with CPU per message and idle memory per connection.
+        /// Needs nats-server.
         #[arg(long, conflicts_with = "rejudge")]
         cluster: bool,
         /// Run the relay on CPU 0 and the load generator on CPU 1 (sched_setaffinity; each

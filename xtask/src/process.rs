@@ -22,6 +22,8 @@ pub(crate) fn build_release(root: &Path) -> Result<()> {
             "compendium-server",
             "--example",
             "bare_relay",
+            "--example",
+            "bare_nats_bridge",
             "-p",
             "compendium-conformance",
             "--bin",
