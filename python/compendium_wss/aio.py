@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Generator, Optional, Union
 
 from . import _events, _native
 from ._errors import ConnectionClosed
+from ._errors import SessionLost as SessionLostError
 from ._events import Closed, Delivered, Error, Event, Resumed, SessionLost
 from ._options import DEFAULT, Seconds, encode, native_kwargs
 
@@ -139,7 +140,7 @@ class AsyncClient:
         while True:
             try:
                 yield await self.recv()
-            except _events.SessionLostError:
+            except SessionLostError:
                 raise
             except ConnectionClosed:
                 if self._closed is not None:

@@ -51,7 +51,7 @@ async def test_cancelling_a_receive_loses_nothing(shared_relay: Relay) -> None:
         sent = 300
         for n in range(sent):
             await pc.send(address, {"n": n})
-        received = []
+        received: list[int] = []
         timeouts = 0
         while len(received) < sent:
             try:

@@ -140,7 +140,7 @@ def test_close_while_messages_arrive_loses_nothing_sent_before_it(shared_relay: 
         for n in range(10):
             pc.send(Message.create_route(phone_address, {"round": round_, "n": n}))
         pc.close()
-        got = []
+        got: list[dict[str, object]] = []
         while len(got) < 10:
             event = phone.next_event(timeout=10)
             if isinstance(event, cw.Delivered):

@@ -17,6 +17,7 @@ mod fuzz;
 mod message_api;
 mod pin;
 mod process;
+mod python;
 mod report;
 mod rolling_restart;
 mod schema_diff;
@@ -40,14 +41,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every test of the workspace, first installing what they need: the cluster tests
-    /// run a real nats-server, which this installs (Debian's package, through apt-get) when
-    /// it is missing. Extra arguments go to `cargo test --workspace`.
+    /// Run every test, first installing what they need: the cluster tests run a real
+    /// nats-server, which this installs (Debian's package, through apt-get) when it is
+    /// missing; then the Python package's checks (as `test-python`). Extra arguments go to
+    /// `cargo test --workspace`.
     Test {
         /// Passed on to `cargo test --workspace` (e.g. `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the Python package (python/) in a virtual environment in target/python-venv
+    /// (tools from PyPI) and run mypy --strict, mypy.stubtest and its pytest suite against
+    /// the real relay binary.
+    TestPython,
     /// Generate Rust code (and embedded copies) from the JSON Schemas and session files.
     ///
     /// Writes `messages/src/generated.rs` (the message types, their constructors,
@@ -186,6 +192,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test { args } => test::run(&args),
+        Command::TestPython => python::run(),
         Command::Codegen { check } => codegen::run(if check {
             ensure::Mode::Check
         } else {

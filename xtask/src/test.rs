@@ -3,7 +3,8 @@
 //! The cluster tests run a real `nats-server` (never a mock). When there is none, this
 //! installs Debian's package (2.9.10, the oldest version we support) with apt-get, as
 //! root or through sudo; elsewhere it stops and says how to install one. Then it runs
-//! `cargo test --workspace` with any extra arguments given.
+//! `cargo test --workspace` with any extra arguments given, and the Python package's
+//! checks (`crate::python`).
 
 use std::process::Command;
 
@@ -20,7 +21,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed ({status})");
     }
-    Ok(())
+    crate::python::run()
 }
 
 /// Make sure `nats-server` can be found, installing it if need be.

@@ -86,6 +86,11 @@ class Message(dict):  # type: ignore[type-arg]
         for key, value in self.items():
             setattr(self, key, value)
 
+    def __getattr__(self, name: str) -> Any:
+        # Members are set as attributes in __init__; this only answers for the others (and
+        # tells type checkers that members are attributes).
+        raise AttributeError(f"this {self.get(MSG.TYPE.value)} message has no member {name!r}")
+
     def get_type(self) -> TYPE:
         """The message's type."""
         return TYPE(self[MSG.TYPE.value])
