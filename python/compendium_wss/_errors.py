@@ -131,6 +131,8 @@ def _from_native(kind: str, message: str, details: dict[str, Any]) -> BaseExcept
         return RelayError.for_code(details["code"], details["text"])
     if kind in ("connect", "tls", "tls_config"):
         cls = ConnectError if kind == "connect" else TlsError
+        # The Rust client names its own ways to pass a CA; name ours.
+        message = message.replace("--ca-cert (ClientBuilder::ca_cert)", "ca_cert=")
         return cls(
             message,
             stage=details.get("stage", "tls" if kind == "tls_config" else None),

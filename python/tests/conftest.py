@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -102,3 +104,63 @@ def tls_relay() -> Iterator[tuple[Relay, Path]]:
 
 
 PYTHON = sys.executable
+
+
+class Proxy:
+    """A TCP forwarder in front of a relay whose connections a test can cut (the phone's
+    network blip), while it goes on accepting new ones."""
+
+    def __init__(self, target_url: str) -> None:
+        found = re.match(r"wss?://([^:/]+):(\d+)", target_url)
+        assert found, target_url
+        self._target = (found.group(1), int(found.group(2)))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        self.url = re.sub(r":\d+", f":{port}", target_url, count=1)
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Reset every connection open now (RST, as a dropped link looks to the relay)."""
+        with self._lock:
+            cutting, self._open = self._open, []
+        for s in cutting:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+    def close(self) -> None:
+        """Cut every connection and refuse new ones."""
+        # shutdown() wakes the accepting thread; close() alone would leave it accepting.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        self.cut()

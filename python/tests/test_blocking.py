@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import compendium_wss as cw
-from conftest import Relay
+from conftest import Proxy, Relay
 
 
 def test_init_route_deliver(shared_relay: Relay) -> None:
@@ -119,6 +119,7 @@ def test_tls_with_the_development_certificate(tls_relay: tuple[Relay, Path]) -> 
     with pytest.raises(cw.TlsError) as caught:
         cw.Client(relay.url)
     assert caught.value.tls_problem == "unknown_issuer"
+    assert "ca_cert=" in str(caught.value) and "--ca-cert" not in str(caught.value)
     # ws:// to a wss:// relay.
     with pytest.raises(cw.ConnectError) as wrong_scheme:
         cw.Client(relay.url.replace("wss://", "ws://"))
@@ -188,3 +189,42 @@ def test_resumable_session(shared_relay: Relay) -> None:
         pc.init()
         pc.send(address, {"v": 2})
         assert phone.recv(timeout=10) == {"v": 2}
+
+
+def test_a_resumable_session_survives_a_dropped_connection(shared_relay: Relay) -> None:
+    proxy = Proxy(shared_relay.url)
+    try:
+        with cw.Client(proxy.url, resumable=True) as phone, cw.Client(shared_relay.url) as pc:
+            address = phone.init()
+            pc.send(address, {"n": 0})
+            assert phone.recv(timeout=10) == {"n": 0}
+            proxy.cut()
+            for n in range(1, 20):
+                pc.send(address, {"n": n})
+            events: list[object] = []
+            got: list[int] = []
+            while len(got) < 19:
+                event = phone.next_event(timeout=30)
+                events.append(event)
+                if isinstance(event, cw.Delivered):
+                    got.append(event.msg["n"])
+            assert got == list(range(1, 20))
+            resumed = [e for e in events if isinstance(e, cw.Resumed)]
+            assert len(resumed) == 1 and resumed[0].address == address
+    finally:
+        proxy.close()
+
+
+def test_a_lost_session_is_reported(shared_relay: Relay) -> None:
+    relay = Relay("--resume-grace", "1", "--resume-hold", "0.5")
+    proxy = Proxy(relay.url)
+    try:
+        phone = cw.Client(proxy.url, resumable=True)
+        phone.init()
+        proxy.close()  # cut, and refuse every reconnection: the grace runs out
+        with pytest.raises(cw.SessionLost):
+            while True:
+                phone.recv(timeout=60)
+        assert isinstance(phone.next_event(timeout=10), cw.Closed)
+    finally:
+        relay.stop()

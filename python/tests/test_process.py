@@ -25,8 +25,8 @@ def test_ctrl_c_interrupts_a_blocking_receive(shared_relay: Relay) -> None:
         import sys, compendium_wss as cw
         client = cw.Client(sys.argv[1])
         client.init()
-        print("waiting", flush=True)
         try:
+            print("waiting", flush=True)
             client.recv()
         except KeyboardInterrupt:
             print("interrupted", flush=True)
