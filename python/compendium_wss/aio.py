@@ -64,13 +64,18 @@ class AsyncClient:
             self._stop_reading()
 
     def _stop_reading(self) -> None:
-        if self._reading:
+        # Only when nothing more can come: no event, and no operation still running (a
+        # close may finish after the connection's last event).
+        if self._reading and not self._ops:
             self._reading = False
             self._loop.remove_reader(self._fd)
 
     async def _finish(self, op: int) -> Any:
         future = self._loop.create_future()
         self._ops[op] = future
+        if not self._reading:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_wake)
         # It may have finished before it was registered.
         self._on_wake()
         return await future
@@ -181,6 +186,7 @@ class _Connecting:
         try:
             await client._finish(0)
         except BaseException:
+            client._ops.clear()
             client._stop_reading()
             raise
         return client

@@ -120,3 +120,14 @@ async def test_resumable(shared_relay: Relay) -> None:
         await pc.init()
         await pc.send(address, {"v": 2})
         assert await asyncio.wait_for(phone.recv(), 10) == {"v": 2}
+
+
+@pytest.mark.asyncio
+async def test_close_after_the_relay_ended_the_connection(relay: Relay) -> None:
+    client = await aio.connect(relay.url)
+    relay.stop()
+    events = [event async for event in client.events()]
+    assert isinstance(events[-1], cw.Closed)
+    # Every event taken, the loop no longer watches the client: a close still completes.
+    await asyncio.wait_for(client.close(), 10)
+    assert client.is_closed()

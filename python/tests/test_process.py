@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import selectors
 import signal
 import subprocess
 import sys
@@ -17,6 +18,18 @@ def child(code: str, url: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def first_line(process: subprocess.Popen[str], timeout: float = 20) -> str:
+    """The child's first line of output, or a failure that shows its stderr."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"the child printed nothing in {timeout} s; stderr:\n{err}")
+    return process.stdout.readline()
 
 
 def test_ctrl_c_interrupts_a_blocking_receive(shared_relay: Relay) -> None:
@@ -35,8 +48,7 @@ def test_ctrl_c_interrupts_a_blocking_receive(shared_relay: Relay) -> None:
         """,
         shared_relay.url,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "waiting\n"
+    assert first_line(process) == "waiting\n"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=20)
     assert out == "interrupted\nclosed\n", err
@@ -54,8 +66,7 @@ def test_ctrl_c_during_a_blocking_receive_without_a_handler(shared_relay: Relay)
         """,
         shared_relay.url,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "waiting\n"
+    assert first_line(process) == "waiting\n"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=20)
     assert "KeyboardInterrupt" in err

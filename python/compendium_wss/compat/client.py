@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Optional, Union
 
 from .. import _native
-from .._errors import CompendiumError, RelayError
+from .._errors import CompendiumError, RelayError, Timeout
 from .._options import DEFAULT, native_kwargs
 from .message import MSG, ROUTE, TYPE, Message
 
@@ -43,6 +43,7 @@ class WssClientListener(ABC):
 
 
 _CLOSE = object()
+_CLOSE_LIMIT = 30.0
 
 
 class WssClient:
@@ -112,13 +113,22 @@ class WssClient:
 
     def close(self) -> None:
         """Close after everything queued is sent; returns once closed (at once when called
-        from a listener). Closing twice, or a client never connected, is harmless."""
+        from a listener). Closing twice, or a client never connected, is harmless. Raises
+        :class:`compendium_wss.Timeout` if that takes more than 30 s (a relay that does
+        not answer the close gets 5 s)."""
         if self._native is None:
             return
         self._commands.put(_CLOSE)
         self._native.poke()
         if threading.current_thread() is not self._thread:
-            self._done.wait()
+            # Bounded: the close handshake itself is (5 s); a thread that does not finish
+            # far beyond that is reported, not waited on for ever.
+            if not self._done.wait(_CLOSE_LIMIT):
+                raise Timeout(
+                    f"WssClient.close() did not finish within {_CLOSE_LIMIT} s",
+                    what="close",
+                    after=_CLOSE_LIMIT,
+                )
             if self._thread is not None:
                 self._thread.join()
 
