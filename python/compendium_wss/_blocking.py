@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional, Union
 from . import _events, _native
 from ._errors import ConnectionClosed, Timeout
 from ._errors import SessionLost as SessionLostError
-from ._events import Closed, Delivered, Error, Event, Resumed, SessionLost
+from ._events import Closed, Event
 from ._options import DEFAULT, Seconds, encode, native_kwargs
 
 
@@ -121,22 +121,9 @@ class Client:
         first (:class:`RelayError`; the connection goes on), :class:`SessionLost`,
         :class:`ConnectionClosed` once the connection has ended, or :class:`Timeout`."""
         while True:
-            event = self.next_event(timeout)
-            if isinstance(event, Delivered):
-                return event.msg
-            if isinstance(event, Error):
-                raise event.error
-            if isinstance(event, SessionLost):
-                raise _events.lost_error(event)
-            if isinstance(event, Resumed):
-                continue
-            closed = event if event is not None else self._closed
-            raise ConnectionClosed(
-                "connection closed" + (f" ({closed.code})" if closed and closed.code else "")
-                + (f": {closed.reason}" if closed else ""),
-                code=closed.code if closed else None,
-                reason=closed.reason if closed else "",
-            )
+            msg = _events.message_of(self.next_event(timeout), self._closed)
+            if msg is not None:
+                return msg
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Delivered messages until the connection ends (then the iteration stops; see

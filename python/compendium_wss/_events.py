@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from ._errors import CompendiumError
+from ._errors import CompendiumError, ConnectionClosed
 from ._errors import SessionLost as SessionLostError
 
 
@@ -69,6 +69,23 @@ def from_native(item: tuple[Any, ...]) -> Event:
     return Error(CompendiumError(f"an event this version does not know: {item[1]}"))
 
 
-def lost_error(event: SessionLost) -> SessionLostError:
-    """The exception that reports ``event``."""
-    return SessionLostError(f"session lost: {event.reason}", reason=event.reason)
+def message_of(event: Optional[Event], closed: Optional[Closed]) -> Optional[dict[str, Any]]:
+    """What ``recv()`` makes of ``event``: the delivered message, ``None`` for an event to
+    skip (a resume loses nothing), or the exception to raise — the relay's ERR, a lost
+    session, or the end of the connection (``event`` ``None``: it ended as ``closed``)."""
+    if isinstance(event, Delivered):
+        return event.msg
+    if isinstance(event, Resumed):
+        return None
+    if isinstance(event, Error):
+        raise event.error
+    if isinstance(event, SessionLost):
+        raise SessionLostError(f"session lost: {event.reason}", reason=event.reason)
+    ended = event if event is not None else closed
+    raise ConnectionClosed(
+        "connection closed"
+        + (f" ({ended.code})" if ended and ended.code else "")
+        + (f": {ended.reason}" if ended else ""),
+        code=ended.code if ended else None,
+        reason=ended.reason if ended else "",
+    )

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Generator, Optional, Union
 from . import _events, _native
 from ._errors import ConnectionClosed
 from ._errors import SessionLost as SessionLostError
-from ._events import Closed, Delivered, Error, Event, Resumed, SessionLost
+from ._events import Closed, Event
 from ._options import DEFAULT, Seconds, encode, native_kwargs
 
 __all__ = ["AsyncClient", "connect"]
@@ -122,21 +122,9 @@ class AsyncClient:
     async def recv(self) -> dict[str, Any]:
         """The next delivered message; raises as ``Client.recv``. Cancel-safe."""
         while True:
-            event = await self.next_event()
-            if isinstance(event, Delivered):
-                return event.msg
-            if isinstance(event, Error):
-                raise event.error
-            if isinstance(event, SessionLost):
-                raise _events.lost_error(event)
-            if isinstance(event, Resumed):
-                continue
-            closed = event if event is not None else self._closed
-            raise ConnectionClosed(
-                f"connection closed: {closed.reason if closed else ''}",
-                code=closed.code if closed else None,
-                reason=closed.reason if closed else "",
-            )
+            msg = _events.message_of(await self.next_event(), self._closed)
+            if msg is not None:
+                return msg
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._messages()
